@@ -1,0 +1,272 @@
+"""The way in: AWS Load Balancer Controller (ALBs for Ingresses), and, with a domain, its certificate and WAF."""
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from components import iam
+from components.versions import AWS_LOAD_BALANCER_CONTROLLER
+from stacks.config import EdgeConfig
+
+LBC_NAMESPACE = "kube-system"
+LBC_SERVICE_ACCOUNT = "aws-load-balancer-controller"
+
+_ELB = "elasticloadbalancing"
+# The controller only touches load balancers, target groups and security groups it tagged as its own.
+_OWN_RESOURCE = {"Null": {"aws:ResourceTag/elbv2.k8s.aws/cluster": "false"}}
+_UNTAGGED_REQUEST_OWN_RESOURCE = {
+    "Null": {"aws:RequestTag/elbv2.k8s.aws/cluster": "true", "aws:ResourceTag/elbv2.k8s.aws/cluster": "false"}
+}
+
+
+def _allow(actions: list[str], resource: str | list[str] = "*", condition: dict | None = None) -> iam.Statement:
+    statement: iam.Statement = {"Effect": "Allow", "Action": actions, "Resource": resource}
+    if condition:
+        statement["Condition"] = condition
+    return statement
+
+
+LOAD_BALANCER_CONTROLLER_POLICY: list[iam.Statement] = [
+    _allow(
+        ["iam:CreateServiceLinkedRole"],
+        condition={"StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}},
+    ),
+    _allow(
+        [
+            "ec2:DescribeAccountAttributes", "ec2:DescribeAddresses", "ec2:DescribeAvailabilityZones",
+            "ec2:DescribeInternetGateways", "ec2:DescribeVpcs", "ec2:DescribeVpcPeeringConnections",
+            "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:DescribeInstances",
+            "ec2:DescribeNetworkInterfaces", "ec2:DescribeTags", "ec2:GetCoipPoolUsage", "ec2:DescribeCoipPools",
+            "ec2:GetSecurityGroupsForVpc", "ec2:DescribeIpamPools", "ec2:DescribeRouteTables",
+            f"{_ELB}:DescribeLoadBalancers", f"{_ELB}:DescribeLoadBalancerAttributes", f"{_ELB}:DescribeListeners",
+            f"{_ELB}:DescribeListenerCertificates", f"{_ELB}:DescribeSSLPolicies", f"{_ELB}:DescribeRules",
+            f"{_ELB}:DescribeTargetGroups", f"{_ELB}:DescribeTargetGroupAttributes",
+            f"{_ELB}:DescribeTargetHealth", f"{_ELB}:DescribeTags", f"{_ELB}:DescribeTrustStores",
+            f"{_ELB}:DescribeListenerAttributes", f"{_ELB}:DescribeCapacityReservation",
+        ]
+    ),
+    _allow(
+        [
+            "cognito-idp:DescribeUserPoolClient", "acm:ListCertificates", "acm:DescribeCertificate",
+            "iam:ListServerCertificates", "iam:GetServerCertificate", "wafv2:GetWebACL",
+            "wafv2:GetWebACLForResource", "wafv2:AssociateWebACL", "wafv2:DisassociateWebACL",
+            "shield:GetSubscriptionState", "shield:DescribeProtection", "shield:CreateProtection",
+            "shield:DeleteProtection",
+        ]
+    ),
+    _allow(["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:CreateSecurityGroup"]),
+    _allow(
+        ["ec2:CreateTags"],
+        "arn:aws:ec2:*:*:security-group/*",
+        {
+            "StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"},
+            "Null": {"aws:RequestTag/elbv2.k8s.aws/cluster": "false"},
+        },
+    ),
+    _allow(["ec2:CreateTags", "ec2:DeleteTags"], "arn:aws:ec2:*:*:security-group/*", _UNTAGGED_REQUEST_OWN_RESOURCE),
+    _allow(
+        ["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup"],
+        condition=_OWN_RESOURCE,
+    ),
+    _allow(
+        [f"{_ELB}:CreateLoadBalancer", f"{_ELB}:CreateTargetGroup"],
+        condition={"Null": {"aws:RequestTag/elbv2.k8s.aws/cluster": "false"}},
+    ),
+    _allow(
+        [f"{_ELB}:CreateListener", f"{_ELB}:DeleteListener", f"{_ELB}:CreateRule", f"{_ELB}:DeleteRule"]
+    ),
+    _allow(
+        [f"{_ELB}:AddTags", f"{_ELB}:RemoveTags"],
+        [
+            "arn:aws:elasticloadbalancing:*:*:targetgroup/*/*",
+            "arn:aws:elasticloadbalancing:*:*:loadbalancer/net/*/*",
+            "arn:aws:elasticloadbalancing:*:*:loadbalancer/app/*/*",
+        ],
+        _UNTAGGED_REQUEST_OWN_RESOURCE,
+    ),
+    _allow(
+        [f"{_ELB}:AddTags", f"{_ELB}:RemoveTags"],
+        [
+            "arn:aws:elasticloadbalancing:*:*:listener/net/*/*/*",
+            "arn:aws:elasticloadbalancing:*:*:listener/app/*/*/*",
+            "arn:aws:elasticloadbalancing:*:*:listener-rule/net/*/*/*",
+            "arn:aws:elasticloadbalancing:*:*:listener-rule/app/*/*/*",
+        ],
+    ),
+    _allow(
+        [
+            f"{_ELB}:ModifyLoadBalancerAttributes", f"{_ELB}:SetIpAddressType", f"{_ELB}:SetSecurityGroups",
+            f"{_ELB}:SetSubnets", f"{_ELB}:DeleteLoadBalancer", f"{_ELB}:ModifyTargetGroup",
+            f"{_ELB}:ModifyTargetGroupAttributes", f"{_ELB}:DeleteTargetGroup",
+            f"{_ELB}:ModifyListenerAttributes", f"{_ELB}:ModifyCapacityReservation", f"{_ELB}:ModifyIpPools",
+        ],
+        condition=_OWN_RESOURCE,
+    ),
+    _allow(
+        [f"{_ELB}:AddTags"],
+        [
+            "arn:aws:elasticloadbalancing:*:*:targetgroup/*/*",
+            "arn:aws:elasticloadbalancing:*:*:loadbalancer/net/*/*",
+            "arn:aws:elasticloadbalancing:*:*:loadbalancer/app/*/*",
+        ],
+        {
+            "StringEquals": {f"{_ELB}:CreateAction": ["CreateTargetGroup", "CreateLoadBalancer"]},
+            "Null": {"aws:RequestTag/elbv2.k8s.aws/cluster": "false"},
+        },
+    ),
+    _allow(
+        [f"{_ELB}:RegisterTargets", f"{_ELB}:DeregisterTargets"],
+        "arn:aws:elasticloadbalancing:*:*:targetgroup/*/*",
+    ),
+    _allow(
+        [
+            f"{_ELB}:SetWebAcl", f"{_ELB}:ModifyListener", f"{_ELB}:AddListenerCertificates",
+            f"{_ELB}:RemoveListenerCertificates", f"{_ELB}:ModifyRule", f"{_ELB}:SetRulePriorities",
+        ]
+    ),
+]
+
+
+@dataclass(frozen=True)
+class EdgeArgs:
+    config: EdgeConfig
+    cluster_name: pulumi.Input[str]
+    region: str
+    vpc_id: pulumi.Input[str]
+    controller_replicas: int
+    kubernetes_provider: k8s.Provider
+
+
+class Edge(pulumi.ComponentResource):
+    controller_role_arn: pulumi.Output[str]
+    certificate_arn: pulumi.Output[str] | None
+    web_acl_arn: pulumi.Output[str] | None
+
+    def __init__(self, name: str, args: EdgeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llm-platform:components:Edge", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        role = aws.iam.Role(
+            f"{name}-lb-controller",
+            description="AWS Load Balancer Controller (EKS Pod Identity)",
+            assume_role_policy=iam.pod_identity_trust(),
+            opts=child,
+        )
+        policy = aws.iam.RolePolicy(
+            f"{name}-lb-controller",
+            role=role.id,
+            policy=iam.document(LOAD_BALANCER_CONTROLLER_POLICY),
+            opts=pulumi.ResourceOptions(parent=role),
+        )
+        association = aws.eks.PodIdentityAssociation(
+            f"{name}-lb-controller",
+            cluster_name=args.cluster_name,
+            namespace=LBC_NAMESPACE,
+            service_account=LBC_SERVICE_ACCOUNT,
+            role_arn=role.arn,
+            opts=pulumi.ResourceOptions(parent=role),
+        )
+        self.controller_role_arn = role.arn
+
+        chart = AWS_LOAD_BALANCER_CONTROLLER
+        k8s.helm.v3.Release(
+            f"{name}-lb-controller",
+            name=chart.chart,
+            chart=chart.chart,
+            version=chart.version,
+            repository_opts={"repo": chart.repository},
+            namespace=LBC_NAMESPACE,
+            atomic=True,
+            values={
+                "clusterName": args.cluster_name,
+                "region": args.region,
+                "vpcId": args.vpc_id,
+                "replicaCount": args.controller_replicas,
+                "serviceAccount": {"create": True, "name": LBC_SERVICE_ACCOUNT},
+                "enableServiceMutatorWebhook": False,
+            },
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=args.kubernetes_provider, depends_on=[policy, association]
+            ),
+        )
+
+        self.certificate_arn = None
+        self.web_acl_arn = None
+        if args.config.domain:
+            self.certificate_arn = self._certificate(name, args.config)
+            self.web_acl_arn = self._web_acl(name, args.config)
+
+        self.register_outputs(
+            {
+                "controller_role_arn": self.controller_role_arn,
+                "certificate_arn": self.certificate_arn,
+                "web_acl_arn": self.web_acl_arn,
+            }
+        )
+
+    def _certificate(self, name: str, config: EdgeConfig) -> pulumi.Output[str]:
+        certificate = aws.acm.Certificate(
+            f"{name}-certificate",
+            domain_name=config.domain,
+            validation_method="DNS",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        if not config.hosted_zone_id:
+            # Validation records go to a DNS zone we do not manage; the ARN is usable once they exist.
+            return certificate.arn
+        certificate_child = pulumi.ResourceOptions(parent=certificate)
+        option = certificate.domain_validation_options[0]
+        record = aws.route53.Record(
+            f"{name}-certificate-validation",
+            zone_id=config.hosted_zone_id,
+            name=option.resource_record_name,
+            type=option.resource_record_type,
+            records=[option.resource_record_value],
+            ttl=300,
+            allow_overwrite=True,
+            opts=certificate_child,
+        )
+        validation = aws.acm.CertificateValidation(
+            f"{name}-certificate",
+            certificate_arn=certificate.arn,
+            validation_record_fqdns=[record.fqdn],
+            opts=certificate_child,
+        )
+        return validation.certificate_arn
+
+    def _web_acl(self, name: str, config: EdgeConfig) -> pulumi.Output[str]:
+        metric = f"{name}-rate-limit"
+        acl = aws.wafv2.WebAcl(
+            f"{name}-waf",
+            scope="REGIONAL",
+            description="Per-client-IP rate limit in front of the gateway ALB",
+            default_action={"allow": {}},
+            rules=[
+                {
+                    "name": "rate-limit-per-ip",
+                    "priority": 0,
+                    "action": {"block": {}},
+                    "statement": {
+                        "rate_based_statement": {
+                            "limit": config.waf_rate_limit_per_5min,
+                            "aggregate_key_type": "IP",
+                            "evaluation_window_sec": 300,
+                        }
+                    },
+                    "visibility_config": {
+                        "cloudwatch_metrics_enabled": True,
+                        "metric_name": metric,
+                        "sampled_requests_enabled": True,
+                    },
+                }
+            ],
+            visibility_config={
+                "cloudwatch_metrics_enabled": True,
+                "metric_name": f"{name}-waf",
+                "sampled_requests_enabled": True,
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return acl.arn

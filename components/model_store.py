@@ -1,0 +1,136 @@
+"""The S3 bucket holding model weights, and the read-only role the serving pods assume to stream them."""
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components import iam
+from stacks.config import ModelStoreConfig
+
+
+@dataclass(frozen=True)
+class ModelStoreArgs:
+    config: ModelStoreConfig
+    bucket_name: str
+
+
+class ModelStore(pulumi.ComponentResource):
+    bucket_name: pulumi.Output[str]
+    bucket_arn: pulumi.Output[str]
+    key_arn: pulumi.Output[str]
+    reader_role_arn: pulumi.Output[str]
+
+    def __init__(self, name: str, args: ModelStoreArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llm-platform:components:ModelStore", name, None, opts)
+        config = args.config
+        child = pulumi.ResourceOptions(parent=self)
+
+        key = aws.kms.Key(
+            f"{name}-weights",
+            description=f"Encryption of model weights in s3://{args.bucket_name}",
+            enable_key_rotation=True,
+            opts=child,
+        )
+        bucket = aws.s3.Bucket(
+            f"{name}-bucket", bucket=args.bucket_name, force_destroy=config.force_destroy, opts=child
+        )
+        bucket_child = pulumi.ResourceOptions(parent=bucket)
+        public_access_block = aws.s3.BucketPublicAccessBlock(
+            f"{name}-public-access",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=bucket_child,
+        )
+        aws.s3.BucketOwnershipControls(
+            f"{name}-ownership", bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=bucket_child
+        )
+        aws.s3.BucketVersioning(
+            f"{name}-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=bucket_child
+        )
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-encryption",
+            bucket=bucket.id,
+            rules=[
+                {
+                    "apply_server_side_encryption_by_default": {
+                        "sse_algorithm": "aws:kms",
+                        "kms_master_key_id": key.arn,
+                    },
+                    # One KMS call per bucket key, not per object: multi-GB shards stream without KMS throttling.
+                    "bucket_key_enabled": True,
+                }
+            ],
+            opts=bucket_child,
+        )
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-lifecycle",
+            bucket=bucket.id,
+            rules=[
+                {
+                    "id": "expire-noncurrent-weights",
+                    "status": "Enabled",
+                    "filter": {},
+                    "noncurrent_version_expiration": {"noncurrent_days": config.noncurrent_version_expiration_days},
+                    "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
+                }
+            ],
+            opts=bucket_child,
+        )
+        aws.s3.BucketPolicy(
+            f"{name}-tls-only",
+            bucket=bucket.id,
+            policy=iam.document(
+                [
+                    {
+                        "Sid": "DenyInsecureTransport",
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:*",
+                        "Resource": [bucket.arn, bucket.arn.apply(lambda arn: f"{arn}/*")],
+                        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                    }
+                ]
+            ),
+            # S3 rejects a bucket policy while the public access block is still being applied.
+            opts=pulumi.ResourceOptions(parent=bucket, depends_on=[public_access_block]),
+        )
+
+        reader = aws.iam.Role(
+            f"{name}-reader",
+            description="Read-only access to model weights for serving pods (EKS Pod Identity)",
+            assume_role_policy=iam.pod_identity_trust(),
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-reader",
+            role=reader.id,
+            policy=iam.document(
+                [
+                    {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": bucket.arn},
+                    {
+                        "Effect": "Allow",
+                        "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+                        "Resource": bucket.arn.apply(lambda arn: f"{arn}/*"),
+                    },
+                    {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": key.arn},
+                ]
+            ),
+            opts=pulumi.ResourceOptions(parent=reader),
+        )
+
+        self.bucket_name = bucket.bucket
+        self.bucket_arn = bucket.arn
+        self.key_arn = key.arn
+        self.reader_role_arn = reader.arn
+        self.register_outputs(
+            {
+                "bucket_name": self.bucket_name,
+                "bucket_arn": self.bucket_arn,
+                "key_arn": self.key_arn,
+                "reader_role_arn": self.reader_role_arn,
+            }
+        )

@@ -1,0 +1,142 @@
+"""The offline engine: the real program under `pulumi.runtime.set_mocks`, recorded as a resource graph.
+
+No AWS account, no Pulumi CLI. Each run happens in a fresh context, so dev and prod build in one process.
+"""
+
+import contextvars
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from infra.mocks import PlatformMocks
+from infra.program import run
+from stacks.config import PlatformConfig
+from stacks.loader import as_engine_config, load_stack_file, read_stack_file, stack_file
+
+PROJECT = "llm-platform"
+SECRET_MASK = "[secret]"
+
+
+@dataclass(frozen=True)
+class GraphResource:
+    urn: str
+    type: str
+    name: str
+    parent: str | None
+    custom: bool
+    inputs: dict[str, Any]
+
+
+@dataclass
+class Graph:
+    project: str
+    stack: str
+    config: PlatformConfig
+    resources: list[GraphResource] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    secret_outputs: set[str] = field(default_factory=set)
+
+    def of_type(self, type_token: str) -> list[GraphResource]:
+        return [resource for resource in self.resources if resource.type == type_token]
+
+    def one(self, type_token: str, name: str | None = None) -> GraphResource:
+        """The single resource of this type (and name): a test that names it fails loudly if it is missing."""
+        matches = [r for r in self.of_type(type_token) if name is None or r.name == name]
+        if len(matches) != 1:
+            names = [r.name for r in self.of_type(type_token)]
+            raise LookupError(f"expected one {type_token} named {name!r}, found {len(matches)} among {names}")
+        return matches[0]
+
+    def children(self, parent_urn: str) -> list[GraphResource]:
+        return [resource for resource in self.resources if resource.parent == parent_urn]
+
+    def to_json(self, reveal_secrets: bool = False) -> dict[str, Any]:
+        return {
+            "project": self.project,
+            "stack": self.stack,
+            "resources": [
+                {"urn": r.urn, "type": r.type, "name": r.name, "parent": r.parent, "inputs": r.inputs}
+                for r in self.resources
+            ],
+            "outputs": {
+                name: SECRET_MASK if name in self.secret_outputs and not reveal_secrets else value
+                for name, value in self.outputs.items()
+            },
+        }
+
+
+def plain(value: Any) -> Any:
+    """An engine value as JSON data: secrets masked, unknowns null, whole floats as ints (the engine sends
+    every number as a float), resource references as their URN."""
+    if rpc.is_rpc_secret(value):
+        return SECRET_MASK
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, pulumi.Resource):
+        return _sync_await(value.urn.future())
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return None
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The mock monitor, plus a record of every registration: parent and inputs as the engine sees them."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+        super().__init__(mocks)
+        self.recorded: list[GraphResource] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self.recorded.append(
+                GraphResource(
+                    urn=response.urn,
+                    type=request.type,
+                    name=request.name,
+                    parent=request.parent or None,
+                    custom=request.custom,
+                    inputs=plain(rpc.deserialize_properties(request.object)),
+                )
+            )
+        return response
+
+
+def build_graph(config: PlatformConfig, stack: str, engine_config: dict[str, str]) -> Graph:
+    """Run the program for an already validated config; returns its graph."""
+    return contextvars.Context().run(_build_graph, config, stack, engine_config)
+
+
+def _build_graph(config: PlatformConfig, stack: str, engine_config: dict[str, str]) -> Graph:
+    monitor = RecordingMonitor(PlatformMocks(config.region))
+    pulumi.runtime.set_all_config(engine_config)
+    pulumi_mocks.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    _sync_await(run_pulumi_func(lambda: run(PROJECT, stack)))
+
+    graph = Graph(project=PROJECT, stack=stack, config=config)
+    graph.resources = sorted(monitor.recorded, key=lambda resource: resource.urn)
+    root = pulumi.runtime.get_root_resource()
+    exported: dict[str, Any] = getattr(root, "outputs", {})
+    for name, value in exported.items():
+        output = pulumi.Output.from_input(value)
+        graph.outputs[name] = plain(_sync_await(output.future()))
+        if _sync_await(output.is_secret()):
+            graph.secret_outputs.add(name)
+    return graph
+
+
+def preview_stack(project_dir: Path, stack: str) -> Graph:
+    """Validate `Pulumi.<stack>.yaml` (ConfigError if it is wrong), then build the stack's graph offline."""
+    config = load_stack_file(project_dir, stack)
+    values = read_stack_file(stack_file(project_dir, stack))
+    return build_graph(config, stack, as_engine_config(values))

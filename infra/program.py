@@ -1,0 +1,18 @@
+"""The program body shared by `pulumi up` and the offline preview."""
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+
+from stacks.loader import load_from_engine
+from stacks.platform import build_platform
+
+
+def engine_config() -> dict[str, object]:
+    """All configuration the engine handed this program, whichever way it was passed."""
+    return {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+
+
+def run(project: str, stack: str) -> None:
+    config = load_from_engine(stack, engine_config())
+    for name, value in build_platform(config, project, stack).items():
+        pulumi.export(name, value)

@@ -1,0 +1,90 @@
+"""Turns one validated `PlatformConfig` into the platform's components and the stack's outputs."""
+
+import pulumi
+import pulumi_aws as aws
+
+from components.cache import Cache, CacheArgs
+from components.cluster import Cluster, ClusterArgs
+from components.edge import Edge, EdgeArgs
+from components.model_store import ModelStore, ModelStoreArgs
+from components.network import Network, NetworkArgs
+from components.versions import KUBERNETES_VERSION
+from stacks.config import PlatformConfig
+
+
+def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str, pulumi.Input[object]]:
+    """Declare every resource of the stack; returns the stack outputs (secrets already marked)."""
+    cluster_name = config.cluster.name or f"llm-{stack}"
+    production = config.profile == "prod"
+    aws_provider = aws.Provider(
+        "aws",
+        region=config.region,
+        default_tags={"tags": {"Project": project, "Stack": stack, "ManagedBy": "pulumi", **config.tags}},
+    )
+    on_aws = pulumi.ResourceOptions(providers=[aws_provider])
+
+    network = Network(
+        "network", NetworkArgs(config=config.network, region=config.region, cluster_name=cluster_name), on_aws
+    )
+    cluster = Cluster(
+        "cluster",
+        ClusterArgs(
+            config=config.cluster,
+            cluster_name=cluster_name,
+            kubernetes_version=config.cluster.kubernetes_version or KUBERNETES_VERSION,
+            vpc_id=network.vpc_id,
+            public_subnet_ids=network.public_subnet_ids,
+            private_subnet_ids=network.private_subnet_ids,
+            key_deletion_window_days=30 if production else 7,
+        ),
+        on_aws,
+    )
+    cache = Cache(
+        "cache",
+        CacheArgs(
+            config=config.cache,
+            vpc_id=network.vpc_id,
+            subnet_ids=network.private_subnet_ids,
+            client_security_group_id=cluster.cluster_security_group_id,
+        ),
+        on_aws,
+    )
+    account_id = aws.get_caller_identity(opts=pulumi.InvokeOptions(provider=aws_provider)).account_id
+    model_store = ModelStore(
+        "model-store",
+        ModelStoreArgs(
+            config=config.model_store,
+            bucket_name=config.model_store.bucket_name or f"{project}-{stack}-models-{account_id}",
+        ),
+        on_aws,
+    )
+    edge = Edge(
+        "edge",
+        EdgeArgs(
+            config=config.edge,
+            cluster_name=cluster.cluster_name,
+            region=config.region,
+            vpc_id=network.vpc_id,
+            controller_replicas=2 if production else 1,
+            kubernetes_provider=cluster.provider,
+        ),
+        on_aws,
+    )
+
+    return {
+        "vpcId": network.vpc_id,
+        "privateSubnetIds": network.private_subnet_ids,
+        "publicSubnetIds": network.public_subnet_ids,
+        "availabilityZones": network.availability_zones,
+        "clusterName": cluster.cluster_name,
+        "kubeconfig": cluster.kubeconfig,
+        "oidcIssuer": cluster.oidc_issuer,
+        "modelBucketName": model_store.bucket_name,
+        "modelReaderRoleArn": model_store.reader_role_arn,
+        "redisEndpoint": cache.primary_endpoint,
+        "redisPort": cache.port,
+        "redisAuthSecretArn": cache.auth_secret_arn,
+        "loadBalancerControllerRoleArn": edge.controller_role_arn,
+        "certificateArn": edge.certificate_arn,
+        "webAclArn": edge.web_acl_arn,
+    }
