@@ -1,5 +1,6 @@
 """ElastiCache Redis for the gateway's response cache and rate-limit counters."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -16,7 +17,7 @@ REDIS_PORT = 6379
 class CacheArgs:
     config: CacheConfig
     vpc_id: pulumi.Input[str]
-    subnet_ids: list[pulumi.Input[str]]
+    subnet_ids: Sequence[pulumi.Input[str]]
     client_security_group_id: pulumi.Input[str]
 
 

@@ -1,5 +1,6 @@
 """The EKS control plane, its system node group, and the Kubernetes provider every workload deploys through."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -26,8 +27,8 @@ class ClusterArgs:
     cluster_name: str
     kubernetes_version: str
     vpc_id: pulumi.Input[str]
-    public_subnet_ids: list[pulumi.Input[str]]
-    private_subnet_ids: list[pulumi.Input[str]]
+    public_subnet_ids: Sequence[pulumi.Input[str]]
+    private_subnet_ids: Sequence[pulumi.Input[str]]
     key_deletion_window_days: int = 30
 
 

@@ -100,7 +100,7 @@ LOAD_BALANCER_CONTROLLER_POLICY: list[iam.Statement] = [
             f"{_ELB}:ModifyLoadBalancerAttributes", f"{_ELB}:SetIpAddressType", f"{_ELB}:SetSecurityGroups",
             f"{_ELB}:SetSubnets", f"{_ELB}:DeleteLoadBalancer", f"{_ELB}:ModifyTargetGroup",
             f"{_ELB}:ModifyTargetGroupAttributes", f"{_ELB}:DeleteTargetGroup",
-            f"{_ELB}:ModifyListenerAttributes", f"{_ELB}:ModifyCapacityReservation", f"{_ELB}:ModifyIpPools",
+            f"{_ELB}:ModifyListenerAttributes", f"{_ELB}:ModifyCapacityReservation",
         ],
         condition=_OWN_RESOURCE,
     ),

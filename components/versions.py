@@ -23,3 +23,34 @@ AWS_LOAD_BALANCER_CONTROLLER = HelmChart(
     version="1.14.0",
     repository="https://aws.github.io/eks-charts",
 )
+
+KARPENTER = HelmChart(
+    chart="karpenter",
+    version="1.14.1",
+    repository="oci://public.ecr.aws/karpenter",
+)
+KARPENTER_CRD = HelmChart(
+    chart="karpenter-crd",
+    version=KARPENTER.version,
+    repository=KARPENTER.repository,
+)
+KEDA = HelmChart(chart="keda", version="2.20.2", repository="https://kedacore.github.io/charts")
+KUBE_PROMETHEUS_STACK = HelmChart(
+    chart="kube-prometheus-stack",
+    version="82.18.0",
+    repository="https://prometheus-community.github.io/helm-charts",
+)
+NVIDIA_DEVICE_PLUGIN = HelmChart(
+    chart="nvidia-device-plugin",
+    version="0.18.2",
+    repository="https://nvidia.github.io/k8s-device-plugin",
+)
+
+# Karpenter GPU nodes: dev follows the latest AL2023 release; prod pins one so nodes never change under it.
+GPU_AMI_ALIAS_DEV = "al2023@latest"
+GPU_AMI_ALIAS_PROD = "al2023@v20251117"
+
+VLLM_IMAGE = "vllm/vllm-openai:v0.33.0"
+# The gateway image is built from serving/Dockerfile and pushed by the release process; tag = project version.
+GATEWAY_IMAGE_REPOSITORY = "ghcr.io/llm-platform/gateway"
+GATEWAY_IMAGE_TAG = "0.1.0"

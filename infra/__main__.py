@@ -6,10 +6,10 @@ from pathlib import Path
 # Pulumi runs this file with infra/ as the program directory; the packages live one level up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import pulumi  # noqa: E402
+import pulumi
 
-from infra.program import run  # noqa: E402
-from stacks.loader import ConfigError  # noqa: E402
+from infra.program import run
+from stacks.loader import ConfigError
 
 try:
     run(pulumi.get_project(), pulumi.get_stack())

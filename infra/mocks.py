@@ -76,7 +76,8 @@ class PlatformMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, Outputs]:
         inputs = dict(args.inputs)
         prefix = _EC2_ID_PREFIXES.get(args.typ)
-        physical_name = inputs.get("name") if isinstance(inputs.get("name"), str) else f"{args.name}-{_digest(args.name, length=7)}"
+        given_name = inputs.get("name")
+        physical_name = given_name if isinstance(given_name, str) else f"{args.name}-{_digest(args.name, length=7)}"
         resource_id = f"{prefix}-{_digest(args.typ, args.name)}" if prefix else physical_name
         service = args.typ.split(":")[1].split("/")[0]
         outputs = {
@@ -94,7 +95,7 @@ class PlatformMocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[Outputs, list[tuple[str, str]]]:
         handler = self._invokes.get(args.token)
         if handler is None:
-            raise NotImplementedError(f"offline engine has no answer for invoke {args.token}; add one to infra/mocks.py")
+            raise NotImplementedError(f"no offline answer for invoke {args.token}; add one to infra/mocks.py")
         return handler(args.args), []
 
     def _availability_zones(self, args: dict[str, Any]) -> Outputs:
@@ -106,7 +107,7 @@ class PlatformMocks(pulumi.runtime.Mocks):
         }
 
     def _iam_role(self, name: str, inputs: Outputs) -> Outputs:
-        return {"arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}", "name": name, "uniqueId": f"AROA{_digest(name).upper()}"}
+        return {"arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}", "name": name, "uniqueId": f"AROA{_digest(name)}"}
 
     def _bucket(self, name: str, inputs: Outputs) -> Outputs:
         bucket = inputs.get("bucket", name)

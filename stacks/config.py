@@ -6,12 +6,14 @@ typo never silently falls back to a default.
 
 import ipaddress
 import re
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, get_args
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from components.versions import SUPPORTED_KUBERNETES_VERSIONS
+from stacks.addons_config import AddonsConfig
+from stacks.config_base import StrictModel
+from stacks.serving_config import ServingConfig
 
 AWS_REGION_PATTERN = r"^(us|eu|ap|ca|sa|me|af|il|mx)-[a-z]+-\d$"
 IAM_PRINCIPAL_PATTERN = r"^arn:aws(-[a-z]+)?:iam::\d{12}:(role|user)/[\w+=,.@/-]+$"
@@ -28,23 +30,20 @@ def _cidr(value: str) -> str:
     return str(network)
 
 
+def _region(value: str) -> str:
+    if not re.fullmatch(AWS_REGION_PATTERN, value):
+        raise ValueError("not an AWS region like us-west-2")
+    return value
+
+
 Cidr = Annotated[str, AfterValidator(_cidr)]
+Region = Annotated[str, AfterValidator(_region)]
 ClusterLogType = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
 # YAML reads an unquoted 1.34 as a float; a version is a string.
 KubernetesVersion = Annotated[
     Literal[SUPPORTED_KUBERNETES_VERSIONS],  # type: ignore[valid-type]
     BeforeValidator(lambda value: str(value) if isinstance(value, float) else value),
 ]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        alias_generator=to_camel,
-        populate_by_name=True,
-        frozen=True,
-        regex_engine="python-re",
-    )
 
 
 class NetworkConfig(StrictModel):
@@ -126,9 +125,7 @@ class ClusterConfig(StrictModel):
     )
     public_endpoint: bool = True
     public_access_cidrs: list[Cidr] = Field(default_factory=list)
-    log_types: list[ClusterLogType] = Field(
-        default_factory=lambda: ["api", "audit", "authenticator", "controllerManager", "scheduler"]
-    )
+    log_types: list[ClusterLogType] = Field(default_factory=lambda: list(get_args(ClusterLogType)))
     admin_principal_arns: list[Annotated[str, Field(pattern=IAM_PRINCIPAL_PATTERN)]] = Field(default_factory=list)
     system_nodes: NodeGroupConfig = Field(default_factory=NodeGroupConfig)
 
@@ -178,7 +175,7 @@ class PlatformConfig(StrictModel):
     """The whole stack. `profile` picks the per-stack defaults (see stacks/defaults.py)."""
 
     profile: Literal["dev", "prod"]
-    region: str = Field(default="us-west-2", pattern=AWS_REGION_PATTERN)
+    region: Region = "us-west-2"
     tags: dict[str, str] = Field(default_factory=dict)
     monthly_budget_usd: float = Field(default=1000, gt=0)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
@@ -186,6 +183,8 @@ class PlatformConfig(StrictModel):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     model_store: ModelStoreConfig = Field(default_factory=ModelStoreConfig)
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
+    addons: AddonsConfig = Field(default_factory=AddonsConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     @model_validator(mode="after")
     def tags_valid(self) -> Self:

@@ -2,7 +2,10 @@
 
 from typing import Any
 
-PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+from stacks.addons_config import ADDONS_PROFILE_DEFAULTS
+from stacks.serving_config import SERVING_PROFILE_DEFAULTS
+
+_CLOUD_PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "dev": {
         "monthlyBudgetUsd": 500,
         "network": {"azCount": 2, "natGateways": "single", "flowLogRetentionDays": 14},
@@ -35,3 +38,9 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
         else:
             merged[key] = value
     return merged
+
+
+PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    profile: {**cloud, "addons": ADDONS_PROFILE_DEFAULTS[profile], "serving": SERVING_PROFILE_DEFAULTS[profile]}
+    for profile, cloud in _CLOUD_PROFILE_DEFAULTS.items()
+}

@@ -1,5 +1,7 @@
 """Turns one validated `PlatformConfig` into the platform's components and the stack's outputs."""
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_aws as aws
 
@@ -9,7 +11,24 @@ from components.edge import Edge, EdgeArgs
 from components.model_store import ModelStore, ModelStoreArgs
 from components.network import Network, NetworkArgs
 from components.versions import KUBERNETES_VERSION
+from stacks.addons import build_addons
 from stacks.config import PlatformConfig
+from stacks.serving import build_serving
+
+
+@dataclass(frozen=True)
+class PlatformCore:
+    """The cloud layer, handed to the add-ons and workloads that run on it."""
+
+    config: PlatformConfig
+    project: str
+    stack: str
+    aws_provider: aws.Provider
+    network: Network
+    cluster: Cluster
+    cache: Cache
+    model_store: ModelStore
+    edge: Edge
 
 
 def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str, pulumi.Input[object]]:
@@ -71,6 +90,20 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
         on_aws,
     )
 
+    core = PlatformCore(
+        config=config,
+        project=project,
+        stack=stack,
+        aws_provider=aws_provider,
+        network=network,
+        cluster=cluster,
+        cache=cache,
+        model_store=model_store,
+        edge=edge,
+    )
+    addons = build_addons(core)
+    serving_outputs = build_serving(core, addons)
+
     return {
         "vpcId": network.vpc_id,
         "privateSubnetIds": network.private_subnet_ids,
@@ -87,4 +120,6 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
         "loadBalancerControllerRoleArn": edge.controller_role_arn,
         "certificateArn": edge.certificate_arn,
         "webAclArn": edge.web_acl_arn,
+        **addons.outputs,
+        **serving_outputs,
     }

@@ -1,0 +1,20 @@
+"""Names and labels that platform add-ons and workloads must agree on, defined once.
+
+Karpenter's pools label and taint their nodes with these; workloads select and tolerate exactly these;
+Prometheus monitors find pods by these labels in this namespace.
+"""
+
+SERVING_NAMESPACE = "llm-serving"
+MONITORING_NAMESPACE = "monitoring"
+
+POOL_LABEL_KEY = "llm-platform/pool"
+GPU_POOL = "gpu"
+CPU_POOL = "cpu"
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
+
+APP_NAME_LABEL = "app.kubernetes.io/name"
+VLLM_APP = "vllm"
+GATEWAY_APP = "gateway"
+VLLM_PORT = 8000
+GATEWAY_PORT = 8080
+METRICS_PORT_NAME = "http"
