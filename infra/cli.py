@@ -13,6 +13,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from infra.offline import SECRET_MASK, Graph, GraphResource, preview_stack
+from infra.render import kubernetes_objects, write_manifests
 from stacks.loader import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -34,6 +35,10 @@ def preview(
     project_dir: Annotated[
         Path, typer.Option("--project-dir", help="Folder holding Pulumi.yaml and the stack files.")
     ] = Path("."),
+    render_dir: Annotated[
+        Path | None,
+        typer.Option("--render-k8s", help="Write every Kubernetes object the program declares here, one YAML each."),
+    ] = None,
 ) -> None:
     """Run the stack's program under mocks and show every resource it declares, and its outputs."""
     try:
@@ -46,6 +51,9 @@ def preview(
     if json_file:
         json_file.write_text(json.dumps(graph.to_json(), indent=2, sort_keys=False) + "\n")
         console.print(f"graph written to {json_file} ({len(graph.resources)} resources)")
+    if render_dir:
+        written = write_manifests(kubernetes_objects(graph), render_dir)
+        console.print(f"{len(written)} Kubernetes objects written to {render_dir}")
 
 
 def _print_tree(graph: Graph) -> None:

@@ -60,6 +60,10 @@ class PlatformMocks(pulumi.runtime.Mocks):
                 "result": _digest("password", name, length=int(inputs["length"]))
             },
             "eks:index:Cluster": self._eks_cluster,
+            "aws:sqs/queue:Queue": self._queue,
+            "random:index/randomString:RandomString": lambda name, inputs: {
+                "result": _digest("string", name, length=int(inputs["length"]))
+            },
         }
         self._invokes: dict[str, Callable[[dict[str, Any]], Outputs]] = {
             "aws:index/getAvailabilityZones:getAvailabilityZones": self._availability_zones,
@@ -184,4 +188,11 @@ class PlatformMocks(pulumi.runtime.Mocks):
             "oidcProviderArn": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{issuer.removeprefix('https://')}",
             "oidcProviderUrl": issuer.removeprefix("https://"),
             "oidcIssuer": issuer,
+        }
+
+    def _queue(self, name: str, inputs: Outputs) -> Outputs:
+        return {
+            "name": name,
+            "arn": f"arn:aws:sqs:{self.region}:{ACCOUNT_ID}:{name}",
+            "url": f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT_ID}/{name}",
         }

@@ -3,6 +3,7 @@
 No AWS account, no Pulumi CLI. Each run happens in a fresh context, so dev and prod build in one process.
 """
 
+import asyncio
 import contextvars
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,8 +114,15 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
 
 def build_graph(config: PlatformConfig, stack: str, engine_config: dict[str, str]) -> Graph:
-    """Run the program for an already validated config; returns its graph."""
-    return contextvars.Context().run(_build_graph, config, stack, engine_config)
+    """Run the program for an already validated config; returns its graph. A fresh context and event loop per
+    run keep stacks apart and do not depend on the caller's loop (asyncio.run() leaves none behind)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return contextvars.Context().run(_build_graph, config, stack, engine_config)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 def _build_graph(config: PlatformConfig, stack: str, engine_config: dict[str, str]) -> Graph:

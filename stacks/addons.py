@@ -4,6 +4,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pulumi
+import pulumi_aws as aws
+
+from components.karpenter import Karpenter, KarpenterArgs
+from components.keda import Keda, KedaArgs
+from components.node_pools import NodePools, NodePoolsArgs
+from components.nvidia import NvidiaArgs, NvidiaDevicePlugin
+from components.observability import Observability, ObservabilityArgs
 
 if TYPE_CHECKING:
     from stacks.platform import PlatformCore
@@ -20,4 +27,52 @@ class AddonsOutputs:
 
 
 def build_addons(core: "PlatformCore") -> AddonsOutputs:
-    return AddonsOutputs(prometheus_url="")
+    config = core.config.addons
+    provider = core.cluster.provider
+    on_aws = pulumi.ResourceOptions(providers=[core.aws_provider])
+    account_id = aws.get_caller_identity(opts=pulumi.InvokeOptions(provider=core.aws_provider)).account_id
+
+    karpenter = Karpenter(
+        "karpenter",
+        KarpenterArgs(
+            cluster_name=core.cluster.cluster_name,
+            region=core.config.region,
+            account_id=account_id,
+            controller_replicas=config.karpenter.controller_replicas,
+            kubernetes_provider=provider,
+        ),
+        on_aws,
+    )
+    NodePools(
+        "node-pools",
+        NodePoolsArgs(
+            gpu_pool=config.karpenter.gpu_pool,
+            cpu_pool=config.karpenter.cpu_pool,
+            cluster_name=core.cluster.cluster_name,
+            node_role_name=karpenter.node_role_name,
+            kubernetes_provider=provider,
+            depends_on=[karpenter.crds, karpenter.controller],
+        ),
+    )
+    if config.karpenter.gpu_pool.needs_device_plugin:
+        NvidiaDevicePlugin("nvidia-device-plugin", NvidiaArgs(kubernetes_provider=provider))
+    keda = Keda("keda", KedaArgs(operator_replicas=config.keda.operator_replicas, kubernetes_provider=provider))
+    observability = Observability(
+        "observability",
+        ObservabilityArgs(
+            config=config.observability,
+            monthly_budget_usd=core.config.monthly_budget_usd,
+            kubernetes_provider=provider,
+        ),
+    )
+    return AddonsOutputs(
+        prometheus_url=observability.prometheus_url,
+        crd_providers=[karpenter.crds, keda.release, observability.release],
+        outputs={
+            "karpenterInterruptionQueue": karpenter.queue_name,
+            "karpenterControllerRoleArn": karpenter.controller_role_arn,
+            "karpenterNodeRoleArn": karpenter.node_role_arn,
+            "prometheusUrl": observability.prometheus_url,
+            "grafanaAccess": observability.grafana_access,
+        },
+    )

@@ -3,7 +3,12 @@
 from typing import TYPE_CHECKING
 
 import pulumi
+import pulumi_kubernetes as k8s
 
+from components import contracts
+from components.apps import Apps, AppsArgs
+from components.gateway import Gateway, GatewayArgs
+from components.vllm import VllmArgs, VllmServer
 from stacks.addons import AddonsOutputs
 
 if TYPE_CHECKING:
@@ -11,4 +16,58 @@ if TYPE_CHECKING:
 
 
 def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulumi.Input[object]]:
-    return {}
+    config = core.config.serving
+    provider = core.cluster.provider
+    on_aws = pulumi.ResourceOptions(providers=[core.aws_provider])
+    namespace = k8s.core.v1.Namespace(
+        "serving-namespace",
+        metadata={"name": contracts.SERVING_NAMESPACE, "labels": {"pod-security.kubernetes.io/warn": "baseline"}},
+        opts=pulumi.ResourceOptions(provider=provider),
+    )
+
+    vllm = VllmServer(
+        "vllm",
+        VllmArgs(
+            config=config.vllm,
+            scaling=config.scaling,
+            namespace=namespace.metadata.name,
+            namespace_name=contracts.SERVING_NAMESPACE,
+            region=core.config.region,
+            cluster_name=core.cluster.cluster_name,
+            model_bucket=core.model_store.bucket_name,
+            reader_role_arn=core.model_store.reader_role_arn,
+            prometheus_url=addons.prometheus_url,
+            kubernetes_provider=provider,
+            crd_providers=addons.crd_providers,
+        ),
+        on_aws,
+    )
+    gateway = Gateway(
+        "gateway",
+        GatewayArgs(
+            config=config.gateway,
+            namespace=namespace.metadata.name,
+            namespace_name=contracts.SERVING_NAMESPACE,
+            upstream_url=vllm.url,
+            models=f"{config.vllm.name_for_clients}={config.vllm.max_model_len}",
+            redis_endpoint=core.cache.primary_endpoint,
+            redis_port=core.cache.port,
+            redis_auth_token=core.cache.auth_token,
+            kubernetes_provider=provider,
+            domain=core.config.edge.domain,
+            certificate_arn=core.edge.certificate_arn,
+            web_acl_arn=core.edge.web_acl_arn,
+        ),
+        on_aws,
+    )
+    if config.apps:
+        Apps(
+            "apps",
+            AppsArgs(
+                apps=config.apps,
+                namespace=namespace.metadata.name,
+                gateway_url=gateway.in_cluster_url,
+                kubernetes_provider=provider,
+            ),
+        )
+    return {"gatewayUrl": gateway.url, "vllmUrl": vllm.url, "servedModelName": config.vllm.name_for_clients}

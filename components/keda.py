@@ -1,0 +1,44 @@
+"""KEDA: the operator that turns the serving ScaledObjects' Prometheus queries into HPA metrics."""
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.cluster import SYSTEM_NODE_LABEL
+from components.karpenter import helm_release
+from components.versions import KEDA
+
+KEDA_NAMESPACE = "keda"
+
+
+@dataclass(frozen=True)
+class KedaArgs:
+    operator_replicas: int
+    kubernetes_provider: k8s.Provider
+
+
+class Keda(pulumi.ComponentResource):
+    release: k8s.helm.v3.Release
+
+    def __init__(self, name: str, args: KedaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llm-platform:components:Keda", name, None, opts)
+        self.release = helm_release(
+            name,
+            KEDA,
+            KEDA_NAMESPACE,
+            {
+                # Scaling decisions must survive GPU and CPU pools scaling to zero: run on the system nodes.
+                "nodeSelector": SYSTEM_NODE_LABEL,
+                "operator": {"replicaCount": args.operator_replicas},
+                "metricsServer": {"replicaCount": args.operator_replicas},
+                "webhooks": {"replicaCount": args.operator_replicas},
+                "resources": {
+                    "operator": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+                    "metricServer": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+                    "webhooks": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+                },
+            },
+            pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider),
+        )
+        self.register_outputs({})

@@ -1,0 +1,205 @@
+"""Karpenter's node pools as data: an EC2NodeClass and a NodePool per pool (GPU for vLLM, CPU for the gateway
+and apps), built by typed builder functions from the validated config and declared as custom resources."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import contracts
+from stacks.addons_config import CpuPoolConfig, GpuPoolConfig, PoolConfig
+
+KARPENTER_API = "karpenter.sh/v1"
+NODE_CLASS_API = "karpenter.k8s.aws/v1"
+NODE_CLASS_GROUP = NODE_CLASS_API.split("/")[0]
+DISCOVERY_TAG = "karpenter.sh/discovery"
+CPU_AMI_ALIAS = "al2023@latest"
+# Bottlerocket keeps its OS on a small volume and images on the second one; AL2023 has one root volume.
+BOTTLEROCKET_OS_VOLUME = {"deviceName": "/dev/xvda", "ebs": {"volumeSize": "4Gi", "volumeType": "gp3",
+                                                              "encrypted": True, "deleteOnTermination": True}}
+
+
+@dataclass(frozen=True)
+class NodeClassSpec:
+    """One EC2NodeClass: which AMI, which role, and the volume images are pulled onto."""
+
+    name: str
+    ami_alias: str
+    volume_gib: int
+    volume_iops: int
+    volume_throughput_mibps: int
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ami_family(self) -> str:
+        return self.ami_alias.split("@")[0]
+
+
+def gpu_node_class_spec(pool: GpuPoolConfig) -> NodeClassSpec:
+    return NodeClassSpec(
+        name=contracts.GPU_POOL,
+        ami_alias=pool.ami_alias,
+        volume_gib=pool.root_volume_gib,
+        volume_iops=pool.root_volume_iops,
+        volume_throughput_mibps=pool.root_volume_throughput_mibps,
+        tags={"llm-platform/pool": contracts.GPU_POOL},
+    )
+
+
+def cpu_node_class_spec(pool: CpuPoolConfig) -> NodeClassSpec:
+    return NodeClassSpec(
+        name=contracts.CPU_POOL,
+        ami_alias=CPU_AMI_ALIAS,
+        volume_gib=pool.root_volume_gib,
+        volume_iops=pool.root_volume_iops,
+        volume_throughput_mibps=pool.root_volume_throughput_mibps,
+        tags={"llm-platform/pool": contracts.CPU_POOL},
+    )
+
+
+def block_device_mappings(spec: NodeClassSpec) -> list[dict[str, Any]]:
+    data_volume = {
+        "volumeSize": f"{spec.volume_gib}Gi",
+        "volumeType": "gp3",
+        "iops": spec.volume_iops,
+        "throughput": spec.volume_throughput_mibps,
+        "encrypted": True,
+        "deleteOnTermination": True,
+    }
+    if spec.ami_family == "bottlerocket":
+        return [BOTTLEROCKET_OS_VOLUME, {"deviceName": "/dev/xvdb", "ebs": data_volume}]
+    return [{"deviceName": "/dev/xvda", "rootVolume": True, "ebs": data_volume}]
+
+
+def ec2_node_class(
+    spec: NodeClassSpec, cluster_name: pulumi.Input[str], node_role: pulumi.Input[str]
+) -> dict[str, Any]:
+    """The EC2NodeClass manifest; subnets and security groups are found by the cluster's discovery tag."""
+    discovery = [{"tags": {DISCOVERY_TAG: cluster_name}}]
+    return {
+        "apiVersion": NODE_CLASS_API,
+        "kind": "EC2NodeClass",
+        "metadata": {"name": spec.name},
+        "spec": {
+            "role": node_role,
+            "amiSelectorTerms": [{"alias": spec.ami_alias}],
+            "subnetSelectorTerms": discovery,
+            "securityGroupSelectorTerms": discovery,
+            # IMDSv2 only, and a hop limit that keeps pods off the node's credentials (they use Pod Identity).
+            "metadataOptions": {
+                "httpEndpoint": "enabled",
+                "httpProtocolIPv6": "disabled",
+                "httpPutResponseHopLimit": 1,
+                "httpTokens": "required",
+            },
+            "blockDeviceMappings": block_device_mappings(spec),
+            "tags": spec.tags,
+        },
+    }
+
+
+def pool_requirements(pool: PoolConfig, gpu: bool) -> list[dict[str, Any]]:
+    """Where capacity may come from. With both capacity types allowed Karpenter launches Spot when it can and
+    falls back to on-demand when Spot has no capacity."""
+    if pool.instance_types:
+        shape = {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": pool.instance_types}
+    else:
+        shape = {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": pool.instance_families}
+    requirements = [
+        shape,
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": list(pool.capacity_types)},
+        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+        {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+    ]
+    if gpu:
+        requirements.append(
+            {"key": "karpenter.k8s.aws/instance-gpu-manufacturer", "operator": "In", "values": ["nvidia"]}
+        )
+    return requirements
+
+
+def node_pool(
+    name: str, pool: PoolConfig, node_class: str, limits: dict[str, str], taints: list[dict[str, str]]
+) -> dict[str, Any]:
+    """The NodePool manifest: nodes labelled with their pool, tainted as given, bounded by `limits`."""
+    template_spec: dict[str, Any] = {
+        "nodeClassRef": {"group": NODE_CLASS_GROUP, "kind": "EC2NodeClass", "name": node_class},
+        "requirements": pool_requirements(pool, gpu=bool(taints)),
+        "expireAfter": pool.expire_after,
+    }
+    if taints:
+        template_spec["taints"] = taints
+    return {
+        "apiVersion": KARPENTER_API,
+        "kind": "NodePool",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {"metadata": {"labels": {contracts.POOL_LABEL_KEY: name}}, "spec": template_spec},
+            "limits": limits,
+            "disruption": {
+                "consolidationPolicy": pool.consolidation_policy,
+                "consolidateAfter": pool.consolidate_after,
+                # Replace one node at a time, so capacity never drops by more than a node during a rollout.
+                "budgets": [{"nodes": "1"}],
+            },
+        },
+    }
+
+
+def gpu_node_pool(pool: GpuPoolConfig) -> dict[str, Any]:
+    return node_pool(
+        contracts.GPU_POOL,
+        pool,
+        contracts.GPU_POOL,
+        {"cpu": str(pool.cpu_limit), "memory": f"{pool.memory_limit_gib}Gi", "nvidia.com/gpu": str(pool.gpu_limit)},
+        [contracts.GPU_TAINT],
+    )
+
+
+def cpu_node_pool(pool: CpuPoolConfig) -> dict[str, Any]:
+    return node_pool(
+        contracts.CPU_POOL,
+        pool,
+        contracts.CPU_POOL,
+        {"cpu": str(pool.cpu_limit), "memory": f"{pool.memory_limit_gib}Gi"},
+        [],
+    )
+
+
+@dataclass(frozen=True)
+class NodePoolsArgs:
+    gpu_pool: GpuPoolConfig
+    cpu_pool: CpuPoolConfig
+    cluster_name: pulumi.Input[str]
+    node_role_name: pulumi.Input[str]
+    kubernetes_provider: k8s.Provider
+    # The Karpenter CRD release and the controller: the objects need the CRDs and a controller to act on them.
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+
+
+class NodePools(pulumi.ComponentResource):
+    def __init__(self, name: str, args: NodePoolsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llm-platform:components:NodePools", name, None, opts)
+        on_cluster = pulumi.ResourceOptions(
+            parent=self, provider=args.kubernetes_provider, depends_on=args.depends_on
+        )
+
+        def declare(manifest: dict[str, Any], opts: pulumi.ResourceOptions) -> k8s.apiextensions.CustomResource:
+            return k8s.apiextensions.CustomResource(
+                f"{name}-{manifest['metadata']['name']}-{manifest['kind'].lower()}",
+                api_version=manifest["apiVersion"],
+                kind=manifest["kind"],
+                metadata=manifest["metadata"],
+                spec=manifest["spec"],
+                opts=opts,
+            )
+
+        node_classes = [
+            declare(ec2_node_class(spec, args.cluster_name, args.node_role_name), on_cluster)
+            for spec in (gpu_node_class_spec(args.gpu_pool), cpu_node_class_spec(args.cpu_pool))
+        ]
+        with_classes = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=node_classes))
+        for manifest in (gpu_node_pool(args.gpu_pool), cpu_node_pool(args.cpu_pool)):
+            declare(manifest, with_classes)
+        self.register_outputs({})

@@ -1,0 +1,54 @@
+"""NVIDIA's device plugin, which advertises `nvidia.com/gpu` on GPU nodes whose AMI does not ship one (AL2023;
+Bottlerocket's NVIDIA variant has its own, so the platform skips this component there)."""
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import contracts
+from components.karpenter import helm_release
+from components.versions import NVIDIA_DEVICE_PLUGIN
+
+DEVICE_PLUGIN_NAMESPACE = "kube-system"
+
+
+def device_plugin_values() -> dict[str, object]:
+    """Run on the GPU pool only. The chart's default affinity wants node-feature-discovery labels that
+    Karpenter's nodes do not carry, so it is replaced by the pool label."""
+    return {
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": contracts.POOL_LABEL_KEY, "operator": "In", "values": [contracts.GPU_POOL]}
+                            ]
+                        }
+                    ]
+                }
+            }
+        },
+        "tolerations": [{**contracts.GPU_TAINT, "operator": "Equal"}],
+        "priorityClassName": "system-node-critical",
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+    }
+
+
+@dataclass(frozen=True)
+class NvidiaArgs:
+    kubernetes_provider: k8s.Provider
+
+
+class NvidiaDevicePlugin(pulumi.ComponentResource):
+    def __init__(self, name: str, args: NvidiaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llm-platform:components:NvidiaDevicePlugin", name, None, opts)
+        helm_release(
+            name,
+            NVIDIA_DEVICE_PLUGIN,
+            DEVICE_PLUGIN_NAMESPACE,
+            device_plugin_values(),
+            pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider),
+        )
+        self.register_outputs({})

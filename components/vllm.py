@@ -1,0 +1,246 @@
+"""vLLM on the GPU pool: Deployment, Service, PodDisruptionBudget, a service account with the model store's
+read-only role (Pod Identity), and the KEDA ScaledObject that sizes it from its queue."""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from components import contracts
+from components.versions import VLLM_IMAGE
+from stacks.serving_config import ScaleRate, ScalingConfig, VllmConfig
+
+VLLM_NAME = "vllm"
+SHM_PATH = "/dev/shm"
+# Slack on top of preStop + vLLM's drain, for the process to exit after draining.
+EXIT_MARGIN_S = 10
+# Activation metric the gateway exports while it holds requests and no vLLM pod is ready.
+GATEWAY_PENDING_METRIC = "gateway_pending_requests"
+
+
+def model_uri(config: VllmConfig, bucket: str) -> str:
+    if config.model_source == "s3":
+        return f"s3://{bucket}/{config.model.strip('/')}/"
+    return config.model
+
+
+def vllm_arguments(config: VllmConfig, model: str) -> list[str]:
+    """`vllm serve` arguments (the image's entrypoint), exact flag names of vLLM 0.33."""
+    args = [
+        model,
+        "--host", "0.0.0.0",
+        "--port", str(contracts.VLLM_PORT),
+        "--served-model-name", config.name_for_clients,
+        "--max-model-len", str(config.max_model_len),
+        "--max-num-seqs", str(config.max_num_seqs),
+        "--gpu-memory-utilization", str(config.gpu_memory_utilization),
+        "--tensor-parallel-size", str(config.gpus_per_pod),
+        "--enable-prefix-caching" if config.enable_prefix_caching else "--no-enable-prefix-caching",
+        "--generation-config", config.generation_config,
+        "--shutdown-timeout", str(config.shutdown_timeout_s),
+    ]
+    if config.quantization:
+        args += ["--quantization", config.quantization]
+    if config.model_source == "s3":
+        args += [
+            "--load-format", "runai_streamer",
+            "--model-loader-extra-config", json.dumps({"concurrency": config.runai_streamer_concurrency}),
+        ]
+    return args
+
+
+def grace_period_s(config: VllmConfig) -> int:
+    return config.pre_stop_sleep_s + config.shutdown_timeout_s + EXIT_MARGIN_S
+
+
+def _selector(namespace: str) -> str:
+    # The pod filter keeps the gateway (which may re-export vllm: gauges) out of the sums.
+    return f'namespace="{namespace}",pod=~"{VLLM_NAME}-.+"'
+
+
+def scaling_triggers(scaling: ScalingConfig, namespace: str, prometheus_url: str) -> list[dict[str, Any]]:
+    def prometheus(name: str, query: str) -> dict[str, Any]:
+        return {
+            "type": "prometheus",
+            "name": name,
+            "metricType": "AverageValue",
+            "metadata": {
+                "serverAddress": prometheus_url,
+                "query": query,
+                "threshold": str(scaling.target_per_pod),
+                "activationThreshold": "0",
+                "ignoreNullValues": "true",
+            },
+        }
+
+    triggers = [
+        prometheus("running", f"sum(vllm:num_requests_running{{{_selector(namespace)}}})"),
+        prometheus("waiting", f"sum(vllm:num_requests_waiting{{{_selector(namespace)}}})"),
+    ]
+    if scaling.activation == "gateway":
+        triggers.append(
+            prometheus("pending", f'sum({GATEWAY_PENDING_METRIC}{{namespace="{namespace}"}})')
+        )
+    return triggers
+
+
+def scaling_formula(scaling: ScalingConfig) -> str:
+    """Queued requests weigh heavily: a queue means every slot is taken. Held requests count as queued."""
+    formula = f"running + waiting * {scaling.waiting_weight}"
+    if scaling.activation == "gateway":
+        formula += f" + pending * {scaling.waiting_weight}"
+    return formula
+
+
+def as_manifest(value: dict[str, Any]) -> Any:
+    """A manifest fragment for a typed SDK argument (its TypedDicts do not model nested plain dicts)."""
+    return value
+
+
+def _hpa_rule(rate: ScaleRate) -> dict[str, Any]:
+    return {
+        "stabilizationWindowSeconds": rate.stabilization_window_s,
+        "policies": [{"type": "Pods", "value": rate.pods, "periodSeconds": rate.period_s}],
+    }
+
+
+@dataclass(frozen=True)
+class VllmArgs:
+    config: VllmConfig
+    scaling: ScalingConfig
+    namespace: pulumi.Input[str]
+    namespace_name: str
+    region: str
+    cluster_name: pulumi.Input[str]
+    model_bucket: pulumi.Input[str]
+    reader_role_arn: pulumi.Input[str]
+    prometheus_url: str
+    kubernetes_provider: k8s.Provider
+    crd_providers: list[pulumi.Resource] = field(default_factory=list)
+
+
+class VllmServer(pulumi.ComponentResource):
+    url: str
+    deployment_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: VllmArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llm-platform:components:VllmServer", name, None, opts)
+        on_cluster = pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider)
+        config = args.config
+        labels = {contracts.APP_NAME_LABEL: contracts.VLLM_APP}
+        # Plain dicts are typed Any: the SDK's TypedDicts cannot describe Output-valued fields built up in parts.
+        metadata: Any = {"name": VLLM_NAME, "namespace": args.namespace, "labels": labels}
+
+        account = k8s.core.v1.ServiceAccount(f"{name}-sa", metadata=metadata, opts=on_cluster)
+        aws.eks.PodIdentityAssociation(
+            f"{name}-model-reader",
+            cluster_name=args.cluster_name,
+            namespace=args.namespace_name,
+            service_account=VLLM_NAME,
+            role_arn=args.reader_role_arn,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[account]),
+        )
+
+        http_probe = {"httpGet": {"path": "/health", "port": contracts.METRICS_PORT_NAME}}
+        container: Any = {
+            "name": VLLM_NAME,
+            "image": VLLM_IMAGE,
+            "args": pulumi.Output.from_input(args.model_bucket).apply(
+                lambda bucket: vllm_arguments(config, model_uri(config, bucket))
+            ),
+            "ports": [{"name": contracts.METRICS_PORT_NAME, "containerPort": contracts.VLLM_PORT}],
+            "env": [{"name": "AWS_REGION", "value": args.region}],
+            "resources": config.resources.as_kubernetes({"nvidia.com/gpu": str(config.gpus_per_pod)}),
+            # The port opens only once the model is loaded: allow the whole load before liveness applies.
+            "startupProbe": {**http_probe, "periodSeconds": 10, "failureThreshold": config.startup_timeout_s // 10},
+            "readinessProbe": {**http_probe, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3},
+            "livenessProbe": {**http_probe, "periodSeconds": 15, "timeoutSeconds": 5, "failureThreshold": 4},
+            # Endpoints drop the pod during the sleep; then SIGTERM makes vLLM drain for --shutdown-timeout.
+            "lifecycle": {"preStop": {"sleep": {"seconds": config.pre_stop_sleep_s}}},
+            "volumeMounts": [{"name": "dshm", "mountPath": SHM_PATH}],
+        }
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=metadata,
+            spec=as_manifest({
+                "replicas": config.min_replicas,
+                "selector": {"matchLabels": labels},
+                # A new pod must be ready before an old one stops: no capacity dip during a model rollout.
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": VLLM_NAME,
+                        "nodeSelector": {contracts.POOL_LABEL_KEY: contracts.GPU_POOL},
+                        "tolerations": [{**contracts.GPU_TAINT, "operator": "Equal"}],
+                        "terminationGracePeriodSeconds": grace_period_s(config),
+                        "containers": [container],
+                        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}}],
+                    },
+                },
+            }),
+            opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[account])),
+        )
+        service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=metadata,
+            spec=as_manifest({
+                "type": "ClusterIP",
+                "selector": labels,
+                "ports": [
+                    {"name": contracts.METRICS_PORT_NAME, "port": contracts.VLLM_PORT,
+                     "targetPort": contracts.METRICS_PORT_NAME}
+                ],
+            }),
+            opts=on_cluster,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=metadata,
+            spec=as_manifest({"maxUnavailable": 1, "selector": {"matchLabels": labels}}),
+            opts=on_cluster,
+        )
+        self._scaled_object(name, args, on_cluster)
+
+        self.url = f"http://{VLLM_NAME}.{args.namespace_name}.svc.cluster.local:{contracts.VLLM_PORT}"
+        self.deployment_name = deployment.metadata.name
+        self.register_outputs({"url": self.url, "deployment_name": self.deployment_name, "service": service.id})
+
+    def _scaled_object(self, name: str, args: VllmArgs, on_cluster: pulumi.ResourceOptions) -> None:
+        scaling, config = args.scaling, args.config
+        spec: dict[str, Any] = {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": VLLM_NAME},
+            "minReplicaCount": config.min_replicas,
+            "maxReplicaCount": config.max_replicas,
+            "pollingInterval": scaling.polling_interval_s,
+            "cooldownPeriod": scaling.cooldown_period_s,
+            "triggers": scaling_triggers(scaling, args.namespace_name, args.prometheus_url),
+            "advanced": {
+                "scalingModifiers": {
+                    "formula": scaling_formula(scaling),
+                    "target": str(scaling.target_per_pod),
+                    "activationTarget": "0",
+                    "metricType": "AverageValue",
+                },
+                "horizontalPodAutoscalerConfig": {
+                    "behavior": {"scaleUp": _hpa_rule(scaling.scale_up), "scaleDown": _hpa_rule(scaling.scale_down)}
+                },
+            },
+        }
+        if scaling.fallback_replicas:
+            spec["fallback"] = {"failureThreshold": 3, "replicas": scaling.fallback_replicas}
+        k8s.apiextensions.CustomResource(
+            f"{name}-scaledobject",
+            api_version="keda.sh/v1alpha1",
+            kind="ScaledObject",
+            metadata={
+                "name": VLLM_NAME,
+                "namespace": args.namespace,
+                "labels": {contracts.APP_NAME_LABEL: contracts.VLLM_APP},
+            },
+            spec=spec,
+            opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=args.crd_providers)),
+        )

@@ -1,0 +1,1 @@
+"""Serving-side services: the API gateway, the vLLM simulator and their benchmark."""

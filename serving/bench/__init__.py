@@ -1,0 +1,1 @@
+"""Benchmark: direct upstream vs our gateway vs LiteLLM's proxy against the same fast simulator."""

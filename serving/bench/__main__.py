@@ -1,0 +1,269 @@
+"""`python -m serving.bench`: throughput and latency of the upstream directly, our gateway and LiteLLM's proxy.
+
+All three run against the same fast simulator (`--ttft-ms 0 --itl-ms 0`) with the same worker count, in one run
+on one machine. Results go into the markdown file between the result markers, and as JSON next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from serving import processes
+from serving.bench.load import Result, closed_loop, open_loop
+from serving.processes import ManagedProcess
+
+MODEL = "bench/model"
+API_KEY = "sk-bench-key"
+LITELLM_VERSION = "1.83.4"  # pinned so reruns compare like with like
+BENCH_DIR = Path(".bench")
+BEGIN, END = "<!-- bench:results -->", "<!-- /bench:results -->"
+STARTUP_TIMEOUT_S = 180  # LiteLLM's proxy takes tens of seconds to import on a busy machine
+
+
+def _body(stream: bool, temperature: float) -> bytes:
+    return orjson.dumps(
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Summarise the benchmark in one sentence."}],
+            "max_tokens": 16,
+            "temperature": temperature,
+            "stream": stream,
+        }
+    )
+
+
+def litellm_venv() -> Path:
+    """A separate venv, so LiteLLM's many pins never touch the project's environment."""
+    venv = BENCH_DIR / "litellm-venv"
+    exe = venv / "bin" / "litellm"
+    marker = venv / f".litellm-{LITELLM_VERSION}"
+    if not marker.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "pip"), "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"]
+        subprocess.run(pip, check=True)
+        marker.touch()
+    return exe
+
+
+def _python(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+@contextlib.contextmanager
+def start_gateway(upstream: str, workers: int, tmp: Path) -> Iterator[ManagedProcess]:
+    keys = tmp / "keys.json"
+    entry = {"id": "bench", "sha256": hashlib.sha256(API_KEY.encode()).hexdigest(), "rpm": 10**9, "tpm": 10**12}
+    keys.write_text(json.dumps({"keys": [entry]}))
+    with processes.start_redis(processes.free_port()) as redis:
+        port = processes.free_port()
+        argv = _python(
+            "serving.gateway",
+            *("--port", str(port), "--upstream", upstream, "--redis", f"redis://127.0.0.1:{redis.port}/0"),
+            *("--api-keys-file", str(keys), "--workers", str(workers)),
+        )
+        env = {"GATEWAY_MODELS": f"{MODEL}=4096", "GATEWAY_LOG_LEVEL": "warning"}
+        with processes.start(argv, port, env=env, ready_path="/ready", timeout=STARTUP_TIMEOUT_S) as gateway:
+            yield gateway
+
+
+@contextlib.contextmanager
+def start_litellm(upstream: str, workers: int, tmp: Path) -> Iterator[ManagedProcess]:
+    config = tmp / "litellm.yaml"
+    # No database and no callbacks: what remains is routing, auth with a master key (our gateway authenticates
+    # too) and LiteLLM's own request handling.
+    config.write_text(
+        json.dumps(
+            {
+                "model_list": [
+                    {
+                        "model_name": MODEL,
+                        "litellm_params": {"model": f"openai/{MODEL}", "api_base": upstream + "/v1", "api_key": "x"},
+                    }
+                ],
+                "general_settings": {"master_key": API_KEY},
+                "litellm_settings": {"telemetry": False, "drop_params": True},
+            }
+        )
+    )
+    port = processes.free_port()
+    argv = [str(litellm_venv()), "--config", str(config), "--port", str(port), "--num_workers", str(workers)]
+    env = {"LITELLM_LOG": "ERROR", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "TELEMETRY": "False"}
+    with processes.start(argv, port, env=env, ready_path="/health/liveliness", timeout=STARTUP_TIMEOUT_S) as proxy:
+        yield proxy
+
+
+def measure(url: str, args: argparse.Namespace, stream: bool, temperature: float = 1.0) -> dict[str, Any]:
+    endpoint = url + "/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    body = _body(stream, temperature)
+    asyncio.run(closed_loop(endpoint, body, headers, args.concurrency, 1))  # warm-up: connections, caches, JITs
+    saturation = asyncio.run(closed_loop(endpoint, body, headers, args.concurrency, args.duration))
+    at_rate = asyncio.run(open_loop(endpoint, body, headers, args.rate, args.duration))
+    return _summary(saturation, at_rate)
+
+
+def _summary(saturation: Result | None, at_rate: Result) -> dict[str, Any]:
+    return {
+        "rps": round(saturation.rps, 1) if saturation else None,
+        "saturation_errors": saturation.errors if saturation else None,
+        "p50_ms": _round(at_rate.percentile(50)),
+        "p99_ms": _round(at_rate.percentile(99)),
+        "rate_errors": at_rate.errors,
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def cache_hit(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    endpoint = url + "/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    body = _body(False, 0.0)  # deterministic, so the gateway caches it after the first request
+    asyncio.run(closed_loop(endpoint, body, headers, 4, 1))
+    return _summary(None, asyncio.run(open_loop(endpoint, body, headers, args.rate, args.duration)))
+
+
+def _run_target(name: str, factory: Any, upstream: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    try:
+        with factory(upstream, args.workers, tmp) as proc:
+            print(f"{name}: measuring", file=sys.stderr)
+            out = {"plain": measure(proc.url, args, False), "stream": measure(proc.url, args, True)}
+            if name == "gateway":
+                out["cache_hit"] = cache_hit(proc.url, args)
+            return out
+    except (processes.ProcessError, subprocess.CalledProcessError) as e:
+        print(f"{name}: not measured: {e}", file=sys.stderr)
+        return {"error": str(e).strip().splitlines()[-1]}
+
+
+@contextlib.contextmanager
+def _direct(upstream: str, workers: int, tmp: Path) -> Iterator[Any]:
+    yield argparse.Namespace(url=upstream)
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    versions = {pkg: metadata.version(pkg) for pkg in ("uvicorn", "aiohttp", "httpx", "redis")}
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "litellm": LITELLM_VERSION,
+        **versions,
+    }
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value}"
+
+
+def markdown(results: dict[str, Any], info: dict[str, Any], args: argparse.Namespace, command: str) -> str:
+    lines = [
+        f"Command: `{command}`",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, uvicorn {info['uvicorn']}, "
+        f"LiteLLM {info['litellm']}. Workers per server: {args.workers}. Saturation: {args.concurrency} "
+        f"concurrent clients for {args.duration:g} s; latency: open loop at {args.rate:g} requests/s for "
+        f"{args.duration:g} s.",
+        "",
+        "| target | mode | throughput at saturation (req/s) | p50 ms | p99 ms | overhead p50 / p99 ms | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    direct = results.get("direct", {})
+    for target in ("direct", "gateway", "litellm"):
+        res = results.get(target, {})
+        if "error" in res:
+            lines.append(f"| {target} | - | not measured: {res['error']} | | | | |")
+            continue
+        for mode in ("plain", "stream", "cache_hit"):
+            row = res.get(mode)
+            if not row:
+                continue
+            base = direct.get("plain" if mode == "cache_hit" else mode, {})
+            overhead = "-"
+            if target != "direct" and row["p50_ms"] is not None and base.get("p50_ms") is not None:
+                overhead = f"{row['p50_ms'] - base['p50_ms']:+.2f} / {row['p99_ms'] - base['p99_ms']:+.2f}"
+            errors = (row["saturation_errors"] or 0) + row["rate_errors"]
+            lines.append(
+                f"| {target} | {mode} | {_fmt(row['rps'])} | {_fmt(row['p50_ms'])} | {_fmt(row['p99_ms'])} "
+                f"| {overhead} | {errors} |"
+            )
+    gw, ll = results.get("gateway", {}), results.get("litellm", {})
+    for mode in ("plain", "stream"):
+        if gw.get(mode) and ll.get(mode) and ll[mode]["rps"]:
+            lines.append("")
+            lines.append(f"Gateway / LiteLLM throughput ({mode}): {gw[mode]['rps'] / ll[mode]['rps']:.1f}x")
+    return "\n".join(lines)
+
+
+def write_report(out: Path, table: str, results: dict[str, Any]) -> None:
+    block = f"{BEGIN}\n{table}\n{END}"
+    text = out.read_text() if out.exists() else f"# Gateway benchmark\n\n{BEGIN}\n{END}\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text += "\n" + block + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m serving.bench", description=__doc__)
+    p.add_argument("--workers", type=int, default=1, help="worker processes for the gateway, LiteLLM and simulator")
+    p.add_argument("--duration", type=float, default=10, help="seconds per measurement")
+    p.add_argument("--rate", type=float, default=200, help="requests/s of the latency measurement")
+    p.add_argument("--concurrency", type=int, default=64, help="clients of the saturation measurement")
+    p.add_argument("--skip-litellm", action="store_true")
+    p.add_argument("--skip-gateway", action="store_true")
+    p.add_argument("--out", type=Path, default=Path("docs/gateway-benchmark.md"))
+    args = p.parse_args(argv)
+    command = shlex.join(["python", "-m", "serving.bench", *(sys.argv[1:] if argv is None else argv)])
+    info = machine()
+    results: dict[str, Any] = {"machine": info, "workers": args.workers, "command": command}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        port = processes.free_port()
+        sim_argv = _python(
+            "serving.simulator",
+            *("--port", str(port), "--model", MODEL, "--ttft-ms", "0", "--itl-ms", "0", "--output-tokens", "16"),
+            *("--max-model-len", "4096", "--workers", str(args.workers)),
+        )
+        with processes.start(sim_argv, port) as sim:
+            results["direct"] = _run_target("direct", _direct, sim.url, args, tmp)
+            if not args.skip_gateway:
+                results["gateway"] = _run_target("gateway", start_gateway, sim.url, args, tmp)
+            if not args.skip_litellm:
+                results["litellm"] = _run_target("litellm", start_litellm, sim.url, args, tmp)
+    table = markdown(results, info, args, command)
+    write_report(args.out, table, results)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

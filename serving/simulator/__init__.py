@@ -1,0 +1,1 @@
+"""vLLM-compatible simulator for local development, tests and benchmarks; never a production stand-in."""
