@@ -1,16 +1,58 @@
 """Extra CPU services that call the gateway: per app a Deployment, a ClusterIP Service and a CPU HPA."""
 
+import re
 from dataclasses import dataclass
+from typing import Self
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pydantic import Field, model_validator
 
 from components import contracts
-from components.gateway import cpu_hpa, cpu_pod_spec, http_probes, restricted_container_security
-from components.vllm import as_manifest
-from stacks.serving_config import AppConfig
+from components.config_base import StrictModel
+from components.kube import (
+    DNS_LABEL,
+    SMALL_CPU_SERVICE,
+    PinnedImage,
+    Resources,
+    as_manifest,
+    autoscaled,
+    cpu_hpa,
+    cpu_pod_spec,
+    http_probes,
+    restricted_container_security,
+)
 
 APP_GRACE_PERIOD_S = 30
+
+
+class AppConfig(StrictModel):
+    """A CPU service that calls the gateway (its URL arrives in env GATEWAY_URL)."""
+
+    name: str = Field(pattern=DNS_LABEL)
+    image: PinnedImage
+    port: int = Field(ge=1, le=65535)
+    health_path: str = Field(default="/health", pattern=r"^/")
+    min_replicas: int = Field(default=1, ge=1, le=100)
+    max_replicas: int = Field(default=3, ge=1, le=100)
+    cpu_target_percent: int = Field(default=70, ge=10, le=100)
+    env: dict[str, str] = Field(default_factory=dict)
+    resources: Resources = Field(
+        default_factory=lambda: SMALL_CPU_SERVICE
+    )
+
+    @model_validator(mode="after")
+    def consistent(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"app {self.name}: minReplicas {self.min_replicas} is above maxReplicas {self.max_replicas}"
+            )
+        reserved = [
+            key for key in self.env if key == "GATEWAY_URL" or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key)
+        ]
+        if reserved:
+            raise ValueError(f"app {self.name}: env keys {reserved} are reserved or not valid variable names")
+        return self
 
 
 @dataclass(frozen=True)
@@ -50,7 +92,7 @@ class Apps(pulumi.ComponentResource):
                         "spec": cpu_pod_spec(container, APP_GRACE_PERIOD_S, [{"name": "tmp", "emptyDir": {}}]),
                     },
                 }),
-                opts=on_cluster,
+                opts=autoscaled(on_cluster),
             )
             k8s.core.v1.Service(
                 f"{name}-{app.name}",

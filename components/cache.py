@@ -6,11 +6,22 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
+from pydantic import Field
 
+from components.config_base import StrictModel
 from components.versions import ELASTICACHE_REDIS_VERSION
-from stacks.config import CacheConfig
 
 REDIS_PORT = 6379
+
+
+class CacheConfig(StrictModel):
+    node_type: str = Field(default="cache.t4g.micro", pattern=r"^cache\.[a-z0-9]+\.[a-z0-9]+$")
+    replicas: int = Field(default=1, ge=1, le=6, description="Nodes in the replication group (primary included).")
+    snapshot_retention_days: int = Field(default=0, ge=0, le=35)
+
+    @property
+    def highly_available(self) -> bool:
+        return self.replicas >= 2
 
 
 @dataclass(frozen=True)

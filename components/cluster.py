@@ -2,23 +2,69 @@
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated, Literal, Self, get_args
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
+from pydantic import BeforeValidator, Field, model_validator
 
 from components import iam
-from stacks.config import ClusterConfig
+from components.config_base import Cidr, InstanceType, StrictModel
+from components.versions import SUPPORTED_KUBERNETES_VERSIONS
 
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
-NODE_MANAGED_POLICIES = (
-    "AmazonEKSWorkerNodePolicy",
-    "AmazonEKS_CNI_Policy",
-    "AmazonEC2ContainerRegistryPullOnly",
-    "AmazonSSMManagedInstanceCore",
-)
 SYSTEM_NODE_LABEL = {"llm-platform/node-role": "system"}
+IAM_PRINCIPAL_PATTERN = r"^arn:aws(-[a-z]+)?:iam::\d{12}:(role|user)/[\w+=,.@/-]+$"
+ClusterLogType = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
+# YAML reads an unquoted 1.34 as a float; a version is a string.
+KubernetesVersion = Annotated[
+    Literal[SUPPORTED_KUBERNETES_VERSIONS],  # type: ignore[valid-type]
+    BeforeValidator(lambda value: str(value) if isinstance(value, float) else value),
+]
+
+
+class NodeGroupConfig(StrictModel):
+    instance_types: list[InstanceType] = Field(default_factory=lambda: ["m6i.large"], min_length=1)
+    min_size: int = Field(default=2, ge=1)
+    desired_size: int = Field(default=2, ge=1)
+    max_size: int = Field(default=3, ge=1, le=100)
+    disk_size_gib: int = Field(default=50, ge=20, le=1000)
+
+    @model_validator(mode="after")
+    def sizes_ordered(self) -> Self:
+        if not self.min_size <= self.desired_size <= self.max_size:
+            raise ValueError(
+                f"need minSize <= desiredSize <= maxSize, got {self.min_size}, {self.desired_size}, "
+                f"{self.max_size}"
+            )
+        return self
+
+
+class ClusterConfig(StrictModel):
+    name: str | None = Field(
+        default=None, pattern=r"^[a-zA-Z][a-zA-Z0-9-]{0,99}$", description="Default: llm-<stack>."
+    )
+    kubernetes_version: KubernetesVersion | None = Field(
+        default=None, description="Default: the version pinned in components/versions.py."
+    )
+    public_endpoint: bool = True
+    public_access_cidrs: list[Cidr] = Field(default_factory=list)
+    log_types: list[ClusterLogType] = Field(default_factory=lambda: list(get_args(ClusterLogType)))
+    admin_principal_arns: list[Annotated[str, Field(pattern=IAM_PRINCIPAL_PATTERN)]] = Field(default_factory=list)
+    system_nodes: NodeGroupConfig = Field(default_factory=NodeGroupConfig)
+
+    @model_validator(mode="after")
+    def public_endpoint_restricted(self) -> Self:
+        if self.public_endpoint and not self.public_access_cidrs:
+            raise ValueError(
+                "publicEndpoint is true but publicAccessCidrs is empty; list the CIDRs allowed to reach the "
+                "API server, or set publicEndpoint: false"
+            )
+        if "0.0.0.0/0" in self.public_access_cidrs:
+            raise ValueError("publicAccessCidrs must not contain 0.0.0.0/0; restrict it to your office/VPN CIDRs")
+        return self
 
 
 @dataclass(frozen=True)
@@ -115,18 +161,7 @@ class Cluster(pulumi.ComponentResource):
             opts=cluster_child,
         )
 
-        node_role = aws.iam.Role(
-            f"{name}-system-nodes", assume_role_policy=iam.service_trust("ec2.amazonaws.com"), opts=child
-        )
-        attachments = [
-            aws.iam.RolePolicyAttachment(
-                f"{name}-system-nodes-{policy}",
-                role=node_role.name,
-                policy_arn=iam.managed_policy_arn(policy),
-                opts=pulumi.ResourceOptions(parent=node_role),
-            )
-            for policy in NODE_MANAGED_POLICIES
-        ]
+        node_role, attachments = iam.node_role(f"{name}-system-nodes", self)
         self.node_role_arn = node_role.arn
         nodes = config.system_nodes
         launch_template = aws.ec2.LaunchTemplate(

@@ -1,17 +1,34 @@
 """The way in: AWS Load Balancer Controller (ALBs for Ingresses), and, with a domain, its certificate and WAF."""
 
 from dataclasses import dataclass
+from typing import Self
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
+from pydantic import Field, model_validator
 
 from components import iam
+from components.config_base import StrictModel
+from components.helm import pinned_release
 from components.versions import AWS_LOAD_BALANCER_CONTROLLER
-from stacks.config import EdgeConfig
 
 LBC_NAMESPACE = "kube-system"
 LBC_SERVICE_ACCOUNT = "aws-load-balancer-controller"
+DNS_NAME_PATTERN = r"^(?=.{1,253}$)(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+
+
+class EdgeConfig(StrictModel):
+    domain: str | None = Field(default=None, pattern=DNS_NAME_PATTERN)
+    hosted_zone_id: str | None = Field(default=None, pattern=r"^Z[A-Z0-9]{1,31}$")
+    waf_rate_limit_per_5min: int = Field(default=2000, ge=10, le=2_000_000_000)
+
+    @model_validator(mode="after")
+    def zone_needs_domain(self) -> Self:
+        if self.hosted_zone_id and not self.domain:
+            raise ValueError("hostedZoneId is set but domain is not; the zone only validates the domain's certificate")
+        return self
+
 
 _ELB = "elasticloadbalancing"
 # The controller only touches load balancers, target groups and security groups it tagged as its own.
@@ -146,40 +163,23 @@ class Edge(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: EdgeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:components:Edge", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
 
-        role = aws.iam.Role(
+        controller = iam.pod_identity_role(
             f"{name}-lb-controller",
-            description="AWS Load Balancer Controller (EKS Pod Identity)",
-            assume_role_policy=iam.pod_identity_trust(),
-            opts=child,
+            "AWS Load Balancer Controller (EKS Pod Identity)",
+            iam.document(LOAD_BALANCER_CONTROLLER_POLICY),
+            args.cluster_name,
+            LBC_NAMESPACE,
+            LBC_SERVICE_ACCOUNT,
+            self,
         )
-        policy = aws.iam.RolePolicy(
-            f"{name}-lb-controller",
-            role=role.id,
-            policy=iam.document(LOAD_BALANCER_CONTROLLER_POLICY),
-            opts=pulumi.ResourceOptions(parent=role),
-        )
-        association = aws.eks.PodIdentityAssociation(
-            f"{name}-lb-controller",
-            cluster_name=args.cluster_name,
-            namespace=LBC_NAMESPACE,
-            service_account=LBC_SERVICE_ACCOUNT,
-            role_arn=role.arn,
-            opts=pulumi.ResourceOptions(parent=role),
-        )
-        self.controller_role_arn = role.arn
+        self.controller_role_arn = controller.role.arn
 
-        chart = AWS_LOAD_BALANCER_CONTROLLER
-        k8s.helm.v3.Release(
+        pinned_release(
             f"{name}-lb-controller",
-            name=chart.chart,
-            chart=chart.chart,
-            version=chart.version,
-            repository_opts={"repo": chart.repository},
-            namespace=LBC_NAMESPACE,
-            atomic=True,
-            values={
+            AWS_LOAD_BALANCER_CONTROLLER,
+            LBC_NAMESPACE,
+            {
                 "clusterName": args.cluster_name,
                 "region": args.region,
                 "vpcId": args.vpc_id,
@@ -187,9 +187,7 @@ class Edge(pulumi.ComponentResource):
                 "serviceAccount": {"create": True, "name": LBC_SERVICE_ACCOUNT},
                 "enableServiceMutatorWebhook": False,
             },
-            opts=pulumi.ResourceOptions(
-                parent=self, provider=args.kubernetes_provider, depends_on=[policy, association]
-            ),
+            pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider, depends_on=controller.grants),
         )
 
         self.certificate_arn = None

@@ -4,15 +4,26 @@ HPA and the internet-facing ALB Ingress."""
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Self
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pydantic import Field, model_validator
 
 from components import contracts
+from components.config_base import StrictModel
+from components.kube import (
+    DNS_LABEL,
+    SMALL_CPU_SERVICE,
+    Resources,
+    as_manifest,
+    autoscaled,
+    cpu_hpa,
+    cpu_pod_spec,
+    http_probes,
+    restricted_container_security,
+)
 from components.versions import GATEWAY_IMAGE_REPOSITORY, GATEWAY_IMAGE_TAG
-from components.vllm import as_manifest
-from stacks.serving_config import GatewayConfig
 
 GATEWAY_NAME = "gateway"
 GATEWAY_IMAGE = f"{GATEWAY_IMAGE_REPOSITORY}:{GATEWAY_IMAGE_TAG}"
@@ -20,64 +31,56 @@ KEYS_DIR = "/etc/gateway"
 KEYS_FILE = "keys.json"
 HEALTH_PATH = "/health"
 READY_PATH = "/ready"
-RUN_AS_USER = 10001
 GRACE_MARGIN_S = 10
 
 
-def restricted_pod_security() -> dict[str, Any]:
-    return {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "fsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"}}
+class ApiKey(StrictModel):
+    id: str = Field(pattern=DNS_LABEL)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="`python -m serving.gateway hash-key` prints it.")
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
 
 
-def restricted_container_security() -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
-
-
-def cpu_hpa(
-    resource_name: str, workload: str, namespace: pulumi.Input[str], labels: dict[str, str],
-    min_replicas: int, max_replicas: int, cpu_percent: int, opts: pulumi.ResourceOptions,
-) -> k8s.autoscaling.v2.HorizontalPodAutoscaler:
-    """An HPA on average CPU utilisation of a Deployment named `workload`."""
-    return k8s.autoscaling.v2.HorizontalPodAutoscaler(
-        resource_name,
-        metadata=as_manifest({"name": workload, "namespace": namespace, "labels": labels}),
-        spec=as_manifest({
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": workload},
-            "minReplicas": min_replicas,
-            "maxReplicas": max_replicas,
-            "metrics": [
-                {"type": "Resource",
-                 "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": cpu_percent}}}
-            ],
-        }),
-        opts=opts,
+class GatewayConfig(StrictModel):
+    min_replicas: int = Field(default=1, ge=1, le=100)
+    max_replicas: int = Field(default=2, ge=1, le=100)
+    cpu_target_percent: int = Field(default=70, ge=10, le=100)
+    workers: int = Field(default=2, ge=1, le=32)
+    resources: Resources = Field(
+        default_factory=lambda: SMALL_CPU_SERVICE
     )
+    hold_timeout_s: int = Field(default=300, ge=0, le=1800, description="Hold requests this long while vLLM starts.")
+    idle_timeout_s: int = Field(default=600, ge=60, le=4000, description="ALB idle timeout; streams stay open.")
+    drain_timeout_s: int = Field(default=60, ge=0, le=600)
+    pre_stop_sleep_s: int = Field(default=5, ge=0, le=60)
+    upstream_connect_timeout_s: int = Field(default=5, ge=1, le=60)
+    upstream_read_timeout_s: int = Field(default=300, ge=10, le=3600)
+    rate_limit_rpm: int = Field(default=600, ge=1)
+    rate_limit_tpm: int = Field(default=200_000, ge=1)
+    cache_ttl_s: int = Field(default=3600, ge=0)
+    max_tokens: int = Field(default=1024, ge=1)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    api_keys: list[ApiKey] = Field(default_factory=list, description="Hashes only; the gateway never sees plaintext.")
+
+    @model_validator(mode="after")
+    def consistent(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"minReplicas {self.min_replicas} is above maxReplicas {self.max_replicas}")
+        if self.idle_timeout_s <= self.hold_timeout_s:
+            raise ValueError(
+                f"idleTimeoutS {self.idle_timeout_s} must exceed holdTimeoutS {self.hold_timeout_s}: the ALB would "
+                "close a held request before vLLM is up"
+            )
+        ids = [key.id for key in self.api_keys]
+        if len(ids) != len(set(ids)):
+            raise ValueError("apiKeys ids must be unique")
+        return self
 
 
-def cpu_pod_spec(container: dict[str, Any], grace_s: int, volumes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Pod spec of a CPU workload: CPU pool, restricted security, spread over zones."""
-    return {
-        "nodeSelector": {contracts.POOL_LABEL_KEY: contracts.CPU_POOL},
-        "securityContext": restricted_pod_security(),
-        "terminationGracePeriodSeconds": grace_s,
-        "topologySpreadConstraints": [
-            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
-             "labelSelector": {"matchLabels": {contracts.APP_NAME_LABEL: container["name"]}}}
-        ],
-        "containers": [container],
-        "volumes": volumes,
-    }
-
-
-def http_probes(port: str | int, liveness_path: str, readiness_path: str) -> dict[str, Any]:
-    return {
-        "startupProbe": {"httpGet": {"path": liveness_path, "port": port}, "periodSeconds": 2,
-                         "failureThreshold": 30},
-        "readinessProbe": {"httpGet": {"path": readiness_path, "port": port}, "periodSeconds": 5,
-                           "failureThreshold": 2},
-        "livenessProbe": {"httpGet": {"path": liveness_path, "port": port}, "periodSeconds": 10,
-                          "timeoutSeconds": 3, "failureThreshold": 3},
-    }
+def keys_file(config: GatewayConfig) -> str:
+    """The gateway's `--api-keys-file`: ids, hashes and per-key limits, never a plaintext key."""
+    return json.dumps({"keys": [key.model_dump(exclude_none=True) for key in config.api_keys]}, indent=2)
 
 
 def gateway_grace_period_s(config: GatewayConfig) -> int:
@@ -119,11 +122,11 @@ class Gateway(pulumi.ComponentResource):
             string_data=as_manifest({"password": args.redis_auth_token}),
             opts=on_cluster,
         )
-        keys = {"keys": [key.model_dump(exclude_none=True) for key in config.api_keys]}
+        keys = keys_file(config)
         keys_secret = k8s.core.v1.Secret(
             f"{name}-api-keys",
             metadata=meta(f"{GATEWAY_NAME}-api-keys"),
-            string_data=as_manifest({KEYS_FILE: json.dumps(keys, indent=2)}),
+            string_data=as_manifest({KEYS_FILE: keys}),
             opts=on_cluster,
         )
         redis_url = pulumi.Output.concat("rediss://", args.redis_endpoint, ":", pulumi.Output.from_input(
@@ -185,7 +188,7 @@ class Gateway(pulumi.ComponentResource):
                     "spec": cpu_pod_spec(container, gateway_grace_period_s(config), volumes),
                 },
             }),
-            opts=on_cluster,
+            opts=autoscaled(on_cluster),
         )
         service = k8s.core.v1.Service(
             f"{name}-service",
@@ -254,8 +257,8 @@ class Gateway(pulumi.ComponentResource):
         return annotations
 
 
-def _digest(value: object) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _load_balancer_url(status: Any) -> str:

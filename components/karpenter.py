@@ -3,15 +3,15 @@ the nodes it launches with their EKS access entry, and the SQS queue EventBridge
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components import iam
-from components.cluster import NODE_MANAGED_POLICIES, SYSTEM_NODE_LABEL
-from components.versions import KARPENTER, KARPENTER_CRD, HelmChart
+from components.cluster import SYSTEM_NODE_LABEL
+from components.helm import pinned_release
+from components.versions import KARPENTER, KARPENTER_CRD
 
 KARPENTER_NAMESPACE = "kube-system"
 KARPENTER_SERVICE_ACCOUNT = "karpenter"
@@ -233,30 +233,6 @@ class KarpenterArgs:
     kubernetes_provider: k8s.Provider
 
 
-def helm_release(
-    name: str,
-    chart: HelmChart,
-    namespace: str,
-    values: dict[str, Any],
-    opts: pulumi.ResourceOptions,
-    skip_crds: bool = False,
-) -> k8s.helm.v3.Release:
-    """A release of a chart pinned in components/versions.py, rolled back if it does not become ready."""
-    return k8s.helm.v3.Release(
-        name,
-        name=chart.chart,
-        chart=chart.chart,
-        version=chart.version,
-        repository_opts={"repo": chart.repository},
-        namespace=namespace,
-        atomic=True,
-        values=values,
-        skip_crds=skip_crds,
-        create_namespace=True,
-        opts=opts,
-    )
-
-
 class Karpenter(pulumi.ComponentResource):
     node_role_arn: pulumi.Output[str]
     node_role_name: pulumi.Output[str]
@@ -269,21 +245,9 @@ class Karpenter(pulumi.ComponentResource):
         super().__init__("llm-platform:components:Karpenter", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        node_role = aws.iam.Role(
-            f"{name}-node",
-            description="Nodes Karpenter launches (GPU and CPU pools)",
-            assume_role_policy=iam.service_trust("ec2.amazonaws.com"),
-            opts=child,
+        node_role, node_attachments = iam.node_role(
+            f"{name}-node", self, description="Nodes Karpenter launches (GPU and CPU pools)"
         )
-        node_attachments = [
-            aws.iam.RolePolicyAttachment(
-                f"{name}-node-{policy}",
-                role=node_role.name,
-                policy_arn=iam.managed_policy_arn(policy),
-                opts=pulumi.ResourceOptions(parent=node_role),
-            )
-            for policy in NODE_MANAGED_POLICIES
-        ]
         # Lets nodes with this role join the cluster (API authentication mode has no aws-auth ConfigMap).
         access_entry = aws.eks.AccessEntry(
             f"{name}-node",
@@ -323,16 +287,10 @@ class Karpenter(pulumi.ComponentResource):
                 )
             )
 
-        controller_role = aws.iam.Role(
+        controller = iam.pod_identity_role(
             f"{name}-controller",
-            description="Karpenter controller (EKS Pod Identity)",
-            assume_role_policy=iam.pod_identity_trust(),
-            opts=child,
-        )
-        policy = aws.iam.RolePolicy(
-            f"{name}-controller",
-            role=controller_role.id,
-            policy=pulumi.Output.all(args.cluster_name, args.account_id, queue.arn, node_role.arn).apply(
+            "Karpenter controller (EKS Pod Identity)",
+            pulumi.Output.all(args.cluster_name, args.account_id, queue.arn, node_role.arn).apply(
                 lambda values: json.dumps(
                     {
                         "Version": "2012-10-17",
@@ -340,20 +298,15 @@ class Karpenter(pulumi.ComponentResource):
                     }
                 )
             ),
-            opts=pulumi.ResourceOptions(parent=controller_role),
-        )
-        association = aws.eks.PodIdentityAssociation(
-            f"{name}-controller",
-            cluster_name=args.cluster_name,
-            namespace=KARPENTER_NAMESPACE,
-            service_account=KARPENTER_SERVICE_ACCOUNT,
-            role_arn=controller_role.arn,
-            opts=pulumi.ResourceOptions(parent=controller_role),
+            args.cluster_name,
+            KARPENTER_NAMESPACE,
+            KARPENTER_SERVICE_ACCOUNT,
+            self,
         )
 
         on_cluster = pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider)
-        self.crds = helm_release(f"{name}-crd", KARPENTER_CRD, KARPENTER_NAMESPACE, {}, on_cluster)
-        self.controller = helm_release(
+        self.crds = pinned_release(f"{name}-crd", KARPENTER_CRD, KARPENTER_NAMESPACE, {}, on_cluster)
+        self.controller = pinned_release(
             name,
             KARPENTER,
             KARPENTER_NAMESPACE,
@@ -373,7 +326,7 @@ class Karpenter(pulumi.ComponentResource):
             pulumi.ResourceOptions.merge(
                 on_cluster,
                 pulumi.ResourceOptions(
-                    depends_on=[self.crds, policy, association, access_entry, *node_attachments, *targets]
+                    depends_on=[self.crds, *controller.grants, access_entry, *node_attachments, *targets]
                 ),
             ),
             # The karpenter-crd release owns the CRDs, so upgrades update them (Helm never upgrades crds/).
@@ -382,7 +335,7 @@ class Karpenter(pulumi.ComponentResource):
 
         self.node_role_arn = node_role.arn
         self.node_role_name = node_role.name
-        self.controller_role_arn = controller_role.arn
+        self.controller_role_arn = controller.role.arn
         self.queue_name = queue.name
         self.register_outputs(
             {

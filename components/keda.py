@@ -6,7 +6,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.cluster import SYSTEM_NODE_LABEL
-from components.karpenter import helm_release
+from components.helm import pinned_release
 from components.versions import KEDA
 
 KEDA_NAMESPACE = "keda"
@@ -23,7 +23,7 @@ class Keda(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: KedaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:components:Keda", name, None, opts)
-        self.release = helm_release(
+        self.release = pinned_release(
             name,
             KEDA,
             KEDA_NAMESPACE,

@@ -4,9 +4,20 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+from pydantic import Field
 
 from components import iam
-from stacks.config import ModelStoreConfig
+from components.config_base import StrictModel
+
+S3_BUCKET_PATTERN = r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+
+
+class ModelStoreConfig(StrictModel):
+    bucket_name: str | None = Field(
+        default=None, pattern=S3_BUCKET_PATTERN, description="Default: <project>-<stack>-models-<account id>."
+    )
+    noncurrent_version_expiration_days: int = Field(default=30, ge=1, le=3650)
+    force_destroy: bool = False
 
 
 @dataclass(frozen=True)

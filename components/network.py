@@ -1,15 +1,69 @@
 """The VPC: public subnets for load balancers, private subnets for nodes, NAT, VPC endpoints, flow logs."""
 
+import ipaddress
 from dataclasses import dataclass
+from typing import Literal, Self
 
 import pulumi
 import pulumi_aws as aws
+from pydantic import Field, model_validator
 
 from components import iam
-from stacks.config import NetworkConfig
+from components.config_base import Cidr, StrictModel
 
 # Interface endpoints that keep image pulls and credential exchange off the NAT gateways.
 INTERFACE_ENDPOINT_SERVICES = ("ecr.api", "ecr.dkr", "sts")
+CLOUDWATCH_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653)
+
+
+class NetworkConfig(StrictModel):
+    vpc_cidr: Cidr = "10.0.0.0/16"
+    az_count: int = Field(default=2, ge=2, le=3)
+    nat_gateways: Literal["single", "per_az"] = "single"
+    public_subnet_cidrs: list[Cidr] | None = Field(
+        default=None, description="One per AZ; default: /20 blocks carved from the end of the VPC CIDR."
+    )
+    private_subnet_cidrs: list[Cidr] | None = Field(
+        default=None, description="One per AZ; default: /18 blocks from the start of the VPC CIDR."
+    )
+    flow_log_retention_days: int = 30
+
+    def subnet_plan(self) -> tuple[list[str], list[str]]:
+        """(public, private) CIDRs, one per AZ: the configured ones, or private /N+2 blocks from the start of
+        the VPC and public /N+4 blocks from its last quarter, which leaves room for a third AZ in any layout."""
+        quarters = list(ipaddress.IPv4Network(self.vpc_cidr).subnets(prefixlen_diff=2))
+        private = self.private_subnet_cidrs or [str(block) for block in quarters[: self.az_count]]
+        public = self.public_subnet_cidrs or [
+            str(block) for block in list(quarters[3].subnets(prefixlen_diff=2))[: self.az_count]
+        ]
+        return public, private
+
+    @model_validator(mode="after")
+    def subnets_fit(self) -> Self:
+        if self.flow_log_retention_days not in CLOUDWATCH_RETENTION_DAYS:
+            raise ValueError(
+                f"flowLogRetentionDays {self.flow_log_retention_days} is not a CloudWatch retention; "
+                f"allowed: {', '.join(map(str, CLOUDWATCH_RETENTION_DAYS))}"
+            )
+        vpc = ipaddress.IPv4Network(self.vpc_cidr)
+        if vpc.prefixlen > 20:
+            raise ValueError(f"vpcCidr {vpc} is too small for an EKS cluster; use /16 to /20")
+        for key, cidrs in (("publicSubnetCidrs", self.public_subnet_cidrs),
+                           ("privateSubnetCidrs", self.private_subnet_cidrs)):
+            if cidrs is not None and len(cidrs) != self.az_count:
+                raise ValueError(f"{key} has {len(cidrs)} entries; azCount is {self.az_count}, give one per AZ")
+        public, private = self.subnet_plan()
+        chosen: list[tuple[str, ipaddress.IPv4Network]] = []
+        for key, cidrs in (("publicSubnetCidrs", public), ("privateSubnetCidrs", private)):
+            for cidr in cidrs:
+                subnet = ipaddress.IPv4Network(cidr)
+                if not subnet.subnet_of(vpc):
+                    raise ValueError(f"{key} entry {subnet} does not fit in vpcCidr {vpc}")
+                for other_key, other in chosen:
+                    if subnet.overlaps(other):
+                        raise ValueError(f"{key} entry {subnet} overlaps {other_key} entry {other}")
+                chosen.append((key, subnet))
+        return self
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,17 @@
 """Karpenter's node pools as data: an EC2NodeClass and a NodePool per pool (GPU for vLLM, CPU for the gateway
 and apps), built by typed builder functions from the validated config and declared as custom resources."""
 
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Self
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pydantic import Field, model_validator
 
 from components import contracts
-from stacks.addons_config import CpuPoolConfig, GpuPoolConfig, PoolConfig
+from components.config_base import InstanceType, StrictModel
+from components.versions import GPU_AMI_ALIAS_DEV, GPU_AMI_ALIAS_PROD
 
 KARPENTER_API = "karpenter.sh/v1"
 NODE_CLASS_API = "karpenter.k8s.aws/v1"
@@ -18,6 +21,100 @@ CPU_AMI_ALIAS = "al2023@latest"
 # Bottlerocket keeps its OS on a small volume and images on the second one; AL2023 has one root volume.
 BOTTLEROCKET_OS_VOLUME = {"deviceName": "/dev/xvda", "ebs": {"volumeSize": "4Gi", "volumeType": "gp3",
                                                               "encrypted": True, "deleteOnTermination": True}}
+
+CapacityType = Literal["spot", "on-demand"]
+ConsolidationPolicy = Literal["WhenEmpty", "WhenEmptyOrUnderutilized"]
+# EC2 families with NVIDIA GPUs that the EKS AL2023/Bottlerocket NVIDIA AMIs support.
+GPU_INSTANCE_FAMILIES = (
+    "g4dn", "g5", "g6", "g6e", "g6f", "gr6", "gr6f", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200",
+)
+AMI_ALIAS_PATTERN = r"^(al2023|bottlerocket)@(latest|v\d[\w.-]*)$"
+DURATION_PATTERN = r"^([0-9]+(s|m|h))+$"
+# A GPU node that is consolidated sooner can be killed while it still pulls an 8-10 GB image
+# (karpenter-provider-aws#7414).
+MIN_GPU_CONSOLIDATE_AFTER_S = 15 * 60
+
+
+def duration_seconds(duration: str) -> int:
+    """Seconds in a Karpenter/Go duration like `1h30m`."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    return sum(int(amount) * units[unit] for amount, unit in re.findall(r"([0-9]+)([smh])", duration))
+
+
+class PoolConfig(StrictModel):
+    """What every Karpenter pool has: where its capacity comes from and how much of it there may be."""
+
+    instance_families: list[str] = Field(default_factory=list)
+    instance_types: list[InstanceType] = Field(
+        default_factory=list, description="Exact types; when set they replace instanceFamilies."
+    )
+    capacity_types: list[CapacityType] = Field(default=["spot"], min_length=1)
+    cpu_limit: int = Field(default=64, ge=1, description="vCPUs the pool may hold in total.")
+    memory_limit_gib: int = Field(default=256, ge=1)
+    consolidation_policy: ConsolidationPolicy = "WhenEmptyOrUnderutilized"
+    consolidate_after: str = Field(default="1m", pattern=DURATION_PATTERN)
+    expire_after: str = Field(default="720h", pattern=DURATION_PATTERN)
+    root_volume_gib: int = Field(default=50, ge=20, le=16384)
+    root_volume_iops: int = Field(default=3000, ge=3000, le=16000)
+    root_volume_throughput_mibps: int = Field(default=125, ge=125, le=1000)
+
+    @model_validator(mode="after")
+    def capacity_chosen(self) -> Self:
+        if not self.instance_families and not self.instance_types:
+            raise ValueError("set instanceFamilies (like g6) or instanceTypes (like g6.xlarge)")
+        if len(set(self.capacity_types)) != len(self.capacity_types):
+            raise ValueError(f"capacityTypes {self.capacity_types} lists a type twice; allowed: spot, on-demand")
+        return self
+
+    @property
+    def families(self) -> list[str]:
+        """Families the pool draws from: those of the configured types, else the configured families."""
+        return sorted({t.split(".")[0] for t in self.instance_types}) if self.instance_types else self.instance_families
+
+
+class GpuPoolConfig(PoolConfig):
+    instance_families: list[str] = Field(default_factory=lambda: ["g6", "g5"])
+    gpu_limit: int = Field(default=4, ge=1, description="nvidia.com/gpu the pool may hold in total.")
+    consolidation_policy: ConsolidationPolicy = "WhenEmpty"
+    consolidate_after: str = Field(default="15m", pattern=DURATION_PATTERN)
+    root_volume_gib: int = Field(default=200, ge=100, le=16384)
+    root_volume_iops: int = Field(default=6000, ge=3000, le=16000)
+    root_volume_throughput_mibps: int = Field(default=750, ge=125, le=1000)
+    ami_alias: str = Field(default=GPU_AMI_ALIAS_DEV, pattern=AMI_ALIAS_PATTERN)
+    require_pinned_ami: bool = False
+
+    @model_validator(mode="after")
+    def gpu_capacity(self) -> Self:
+        for family in self.families:
+            if family not in GPU_INSTANCE_FAMILIES:
+                raise ValueError(
+                    f"instance family {family!r} has no NVIDIA GPU; allowed: {', '.join(GPU_INSTANCE_FAMILIES)}"
+                )
+        if self.require_pinned_ami and self.ami_alias.endswith("@latest"):
+            raise ValueError(
+                f"amiAlias {self.ami_alias} follows the latest release but requirePinnedAmi is set (prod must pin "
+                f"an AMI version), e.g. {GPU_AMI_ALIAS_PROD}"
+            )
+        if duration_seconds(self.consolidate_after) < MIN_GPU_CONSOLIDATE_AFTER_S:
+            raise ValueError(
+                f"consolidateAfter {self.consolidate_after} is under 15m: Karpenter could remove a GPU node while "
+                "it still pulls the vLLM image"
+            )
+        return self
+
+    @property
+    def ami_family(self) -> str:
+        return self.ami_alias.split("@")[0]
+
+    @property
+    def needs_device_plugin(self) -> bool:
+        """Bottlerocket's NVIDIA variant ships its own device plugin; AL2023's NVIDIA AMI does not."""
+        return self.ami_family == "al2023"
+
+
+class CpuPoolConfig(PoolConfig):
+    instance_families: list[str] = Field(default_factory=lambda: ["m7i", "m6i", "c7i", "c6i"])
+
 
 
 @dataclass(frozen=True)

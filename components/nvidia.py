@@ -7,7 +7,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import contracts
-from components.karpenter import helm_release
+from components.helm import pinned_release
 from components.versions import NVIDIA_DEVICE_PLUGIN
 
 DEVICE_PLUGIN_NAMESPACE = "kube-system"
@@ -44,7 +44,7 @@ class NvidiaArgs:
 class NvidiaDevicePlugin(pulumi.ComponentResource):
     def __init__(self, name: str, args: NvidiaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:components:NvidiaDevicePlugin", name, None, opts)
-        helm_release(
+        pinned_release(
             name,
             NVIDIA_DEVICE_PLUGIN,
             DEVICE_PLUGIN_NAMESPACE,

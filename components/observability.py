@@ -9,12 +9,13 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
+from pydantic import Field
 
 from components import contracts
 from components.cluster import SYSTEM_NODE_LABEL
-from components.karpenter import helm_release
+from components.config_base import StrictModel
+from components.helm import pinned_release
 from components.versions import KUBE_PROMETHEUS_STACK
-from stacks.addons_config import AlertThresholds, ObservabilityConfig
 
 NAMESPACE = contracts.MONITORING_NAMESPACE
 # The chart names its objects after the release when the release name contains the chart name.
@@ -32,6 +33,33 @@ GATEWAY = f'job="{contracts.GATEWAY_APP}",namespace="{contracts.SERVING_NAMESPAC
 # kube-state-metrics turns the node label llm-platform/pool into label_llm_platform_pool.
 _POOL_METRIC_LABEL = "label_" + re.sub(r"[^a-zA-Z0-9_]", "_", contracts.POOL_LABEL_KEY)
 GPU_NODES = f'kube_node_labels{{{_POOL_METRIC_LABEL}="{contracts.GPU_POOL}"}}'
+
+
+class AlertThresholds(StrictModel):
+    error_rate: float = Field(default=0.05, gt=0, lt=1, description="Share of gateway requests answered 5xx.")
+    queue_depth: int = Field(default=20, ge=1, description="Requests waiting in vLLM, summed over pods.")
+    p95_latency_s: float = Field(default=10, gt=0, description="Gateway p95 request duration.")
+    for_duration: str = Field(default="5m", pattern=r"^[0-9]+[smh]$", description="How long before firing.")
+    cold_start_grace: str = Field(
+        default="10m", pattern=r"^[0-9]+[smh]$",
+        description="How long requests may wait for a first vLLM pod (node, image pull, model load) before alerting.",
+    )
+
+
+class ObservabilityConfig(StrictModel):
+    retention: str = Field(default="7d", pattern=r"^[0-9]+[hdwy]$")
+    storage_gib: int | None = Field(
+        default=None, ge=5, le=16384,
+        description="Persistent volume for Prometheus; needs the EBS CSI driver. Unset: emptyDir, lost on restart.",
+    )
+    prometheus_replicas: int = Field(default=1, ge=1, le=3)
+    alerts: AlertThresholds = Field(default_factory=AlertThresholds)
+    gpu_node_hourly_usd: float = Field(
+        default=0.5, gt=0, description="Average price of one GPU node-hour, for the projected-cost alert."
+    )
+    base_monthly_usd: float = Field(
+        default=300, ge=0, description="Everything but GPU nodes (control plane, system nodes, NAT, cache)."
+    )
 
 
 @dataclass(frozen=True)
@@ -279,7 +307,7 @@ class Observability(pulumi.ComponentResource):
             string_data={"admin-user": "admin", "admin-password": password.result},
             opts=in_namespace,
         )
-        self.release = helm_release(
+        self.release = pinned_release(
             name,
             KUBE_PROMETHEUS_STACK,
             NAMESPACE,

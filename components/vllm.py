@@ -3,15 +3,17 @@ read-only role (Pod Identity), and the KEDA ScaledObject that sizes it from its 
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal, Self
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
+from pydantic import AfterValidator, Field, model_validator
 
 from components import contracts
+from components.config_base import StrictModel
+from components.kube import Quantity, Resources, as_manifest, autoscaled
 from components.versions import VLLM_IMAGE
-from stacks.serving_config import ScaleRate, ScalingConfig, VllmConfig
 
 VLLM_NAME = "vllm"
 SHM_PATH = "/dev/shm"
@@ -19,6 +21,79 @@ SHM_PATH = "/dev/shm"
 EXIT_MARGIN_S = 10
 # Activation metric the gateway exports while it holds requests and no vLLM pod is ready.
 GATEWAY_PENDING_METRIC = "gateway_pending_requests"
+# Quantization methods vLLM 0.33 accepts for `--quantization` that fit a single L4/A10G-class GPU.
+Quantization = Literal["awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "compressed-tensors", "bitsandbytes"]
+
+
+def _generation_config(value: str) -> str:
+    if value in ("auto", "vllm") or value.startswith("/"):
+        return value
+    raise ValueError("generationConfig must be 'auto' (the model's file), 'vllm' (vLLM defaults) or an absolute path")
+
+
+class VllmConfig(StrictModel):
+    model_source: Literal["huggingface", "s3"] = "huggingface"
+    model: str = Field(
+        default="Qwen/Qwen2.5-7B-Instruct",
+        min_length=1,
+        description="Hugging Face id, or with modelSource s3 the prefix under the model bucket (safetensors).",
+    )
+    served_model_name: str | None = Field(default=None, description="Name clients send; default: model.")
+    max_model_len: int = Field(default=4096, ge=256, le=1_048_576)
+    max_num_seqs: int = Field(default=8, ge=1, le=1024)
+    gpu_memory_utilization: float = Field(default=0.90, gt=0, le=0.95)
+    enable_prefix_caching: bool = True
+    quantization: Quantization | None = None
+    generation_config: Annotated[str, AfterValidator(_generation_config)] = "vllm"
+    shutdown_timeout_s: int = Field(default=60, ge=0, le=3600, description="vLLM drains in-flight requests this long.")
+    pre_stop_sleep_s: int = Field(default=10, ge=0, le=120, description="Lets endpoints drop the pod first.")
+    startup_timeout_s: int = Field(default=900, ge=60, le=3600, description="Image pull excluded: model load window.")
+    min_replicas: int = Field(default=1, ge=0, le=100)
+    max_replicas: int = Field(default=2, ge=1, le=100)
+    gpus_per_pod: int = Field(default=1, ge=1, le=8)
+    resources: Resources = Field(
+        default_factory=lambda: Resources(cpu_request="4", memory_request="24Gi", cpu_limit="8", memory_limit="28Gi")
+    )
+    runai_streamer_concurrency: int = Field(default=16, ge=1, le=256)
+    shm_size: Quantity = "8Gi"
+
+    @property
+    def name_for_clients(self) -> str:
+        return self.served_model_name or self.model
+
+    @model_validator(mode="after")
+    def consistent(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"minReplicas {self.min_replicas} is above maxReplicas {self.max_replicas}")
+        if self.model_source == "s3" and (self.model.startswith("s3://") or self.model.startswith("/")):
+            raise ValueError("with modelSource s3, model is a prefix inside the model bucket, like models/qwen2.5-7b/")
+        return self
+
+
+class ScaleRate(StrictModel):
+    """One HPA scaling direction: at most `pods` per `period_s`, after `stabilization_window_s`."""
+
+    stabilization_window_s: int = Field(ge=0, le=3600)
+    pods: int = Field(ge=1, le=100)
+    period_s: int = Field(ge=1, le=1800)
+
+
+class ScalingConfig(StrictModel):
+    activation: Literal["gateway", "none"] = Field(
+        default="gateway",
+        description="gateway: the gateway's held-request gauge wakes vLLM from zero; none: vLLM metrics only.",
+    )
+    target_per_pod: int = Field(default=6, ge=1, description="Scaling formula value one pod should carry.")
+    waiting_weight: int = Field(default=10, ge=1, description="A queued request counts this many running ones.")
+    polling_interval_s: int = Field(default=15, ge=5, le=300)
+    cooldown_period_s: int = Field(default=300, ge=30, le=3600, description="Idle time before scaling to zero.")
+    fallback_replicas: int | None = Field(default=None, ge=1, description="Replicas while Prometheus is unreachable.")
+    scale_up: ScaleRate = Field(default_factory=lambda: ScaleRate(stabilization_window_s=30, pods=2, period_s=60))
+    scale_down: ScaleRate = Field(
+        default_factory=lambda: ScaleRate(stabilization_window_s=300, pods=1, period_s=120)
+    )
+
+
 
 
 def model_uri(config: VllmConfig, bucket: str) -> str:
@@ -93,11 +168,6 @@ def scaling_formula(scaling: ScalingConfig) -> str:
     if scaling.activation == "gateway":
         formula += f" + pending * {scaling.waiting_weight}"
     return formula
-
-
-def as_manifest(value: dict[str, Any]) -> Any:
-    """A manifest fragment for a typed SDK argument (its TypedDicts do not model nested plain dicts)."""
-    return value
 
 
 def _hpa_rule(rate: ScaleRate) -> dict[str, Any]:
@@ -182,7 +252,7 @@ class VllmServer(pulumi.ComponentResource):
                     },
                 },
             }),
-            opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[account])),
+            opts=autoscaled(pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[account]))),
         )
         service = k8s.core.v1.Service(
             f"{name}-service",

@@ -32,6 +32,8 @@ class GraphResource:
     parent: str | None
     custom: bool
     inputs: dict[str, Any]
+    # Input properties the engine leaves alone on update (e.g. `spec.replicas` of an autoscaled Deployment).
+    ignore_changes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -62,7 +64,14 @@ class Graph:
             "project": self.project,
             "stack": self.stack,
             "resources": [
-                {"urn": r.urn, "type": r.type, "name": r.name, "parent": r.parent, "inputs": r.inputs}
+                {
+                    "urn": r.urn,
+                    "type": r.type,
+                    "name": r.name,
+                    "parent": r.parent,
+                    "inputs": r.inputs,
+                    **({"ignoreChanges": list(r.ignore_changes)} if r.ignore_changes else {}),
+                }
                 for r in self.resources
             ],
             "outputs": {
@@ -108,6 +117,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     parent=request.parent or None,
                     custom=request.custom,
                     inputs=plain(rpc.deserialize_properties(request.object)),
+                    ignore_changes=tuple(request.ignoreChanges),
                 )
             )
         return response

@@ -1,11 +1,14 @@
-"""Per-profile defaults, merged under what `Pulumi.<stack>.yaml` sets: dev is small and cheap, prod is HA."""
+"""Per-profile defaults, merged under what `Pulumi.<stack>.yaml` sets: dev is small and cheap, prod is HA.
+
+Keys are spelled as in the stack file. Sizing follows seed 000: a 7B model on one 24 GB GPU with short contexts
+and a handful of concurrent sequences.
+"""
 
 from typing import Any
 
-from stacks.addons_config import ADDONS_PROFILE_DEFAULTS
-from stacks.serving_config import SERVING_PROFILE_DEFAULTS
+from components.versions import GPU_AMI_ALIAS_DEV, GPU_AMI_ALIAS_PROD
 
-_CLOUD_PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "dev": {
         "monthlyBudgetUsd": 500,
         "network": {"azCount": 2, "natGateways": "single", "flowLogRetentionDays": 14},
@@ -15,6 +18,45 @@ _CLOUD_PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         },
         "cache": {"nodeType": "cache.t4g.micro", "replicas": 1, "snapshotRetentionDays": 0},
         "modelStore": {"noncurrentVersionExpirationDays": 7, "forceDestroy": True},
+        "addons": {
+            "karpenter": {
+                "controllerReplicas": 1,
+                "gpuPool": {
+                    "instanceFamilies": ["g6", "g5"],
+                    "capacityTypes": ["spot"],
+                    "cpuLimit": 32,
+                    "memoryLimitGib": 128,
+                    "gpuLimit": 2,
+                    "amiAlias": GPU_AMI_ALIAS_DEV,
+                    "requirePinnedAmi": False,
+                },
+                "cpuPool": {"capacityTypes": ["spot"], "cpuLimit": 16, "memoryLimitGib": 64},
+            },
+            "keda": {"operatorReplicas": 1},
+            "observability": {
+                "retention": "3d",
+                "prometheusReplicas": 1,
+                "gpuNodeHourlyUsd": 0.35,
+                "baseMonthlyUsd": 250,
+            },
+        },
+        "serving": {
+            "vllm": {"minReplicas": 0, "maxReplicas": 2},
+            "scaling": {"activation": "gateway", "cooldownPeriodS": 300},
+            "gateway": {"minReplicas": 1, "maxReplicas": 2, "workers": 1},
+            # Seed 000's Flask API: CPU pods in front of the gateway, scaled at 70% CPU.
+            "apps": [
+                {
+                    "name": "flask-api",
+                    "image": "ghcr.io/llm-platform/flask-api:0.1.0",
+                    "port": 5006,
+                    "healthPath": "/health",
+                    "minReplicas": 1,
+                    "maxReplicas": 3,
+                    "cpuTargetPercent": 70,
+                }
+            ],
+        },
     },
     "prod": {
         "monthlyBudgetUsd": 1500,
@@ -25,6 +67,39 @@ _CLOUD_PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         },
         "cache": {"nodeType": "cache.t4g.medium", "replicas": 2, "snapshotRetentionDays": 7},
         "modelStore": {"noncurrentVersionExpirationDays": 30, "forceDestroy": False},
+        "addons": {
+            "karpenter": {
+                "controllerReplicas": 2,
+                "gpuPool": {
+                    "instanceFamilies": ["g6", "g5", "g6e"],
+                    "capacityTypes": ["spot", "on-demand"],
+                    "cpuLimit": 256,
+                    "memoryLimitGib": 1024,
+                    "gpuLimit": 16,
+                    "amiAlias": GPU_AMI_ALIAS_PROD,
+                    "requirePinnedAmi": True,
+                },
+                "cpuPool": {"capacityTypes": ["spot", "on-demand"], "cpuLimit": 64, "memoryLimitGib": 256},
+            },
+            "keda": {"operatorReplicas": 2},
+            "observability": {
+                "retention": "15d",
+                "prometheusReplicas": 2,
+                "gpuNodeHourlyUsd": 0.9,
+                "baseMonthlyUsd": 600,
+            },
+        },
+        "serving": {
+            "vllm": {"minReplicas": 1, "maxReplicas": 6},
+            "scaling": {"activation": "gateway", "fallbackReplicas": 2, "cooldownPeriodS": 600},
+            "gateway": {
+                "minReplicas": 2,
+                "maxReplicas": 6,
+                "workers": 2,
+                "resources": {"cpuRequest": "500m", "memoryRequest": "512Mi", "cpuLimit": "2", "memoryLimit": "1Gi"},
+            },
+            "apps": [],
+        },
     },
 }
 
@@ -38,9 +113,3 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
         else:
             merged[key] = value
     return merged
-
-
-PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
-    profile: {**cloud, "addons": ADDONS_PROFILE_DEFAULTS[profile], "serving": SERVING_PROFILE_DEFAULTS[profile]}
-    for profile, cloud in _CLOUD_PROFILE_DEFAULTS.items()
-}

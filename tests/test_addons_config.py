@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from stacks.addons_config import GpuPoolConfig
+from components.node_pools import GpuPoolConfig
 from stacks.defaults import deep_merge
 from stacks.loader import ConfigError, load_stack_file, validate
 

@@ -5,11 +5,10 @@ import pytest
 from k8s_schemas import validate_manifest
 
 from components import contracts
-from components.node_pools import NodeClassSpec, block_device_mappings
+from components.node_pools import NodeClassSpec, block_device_mappings, duration_seconds
 from components.versions import GPU_AMI_ALIAS_PROD
 from infra.offline import Graph
 from infra.render import kubernetes_objects
-from stacks.addons_config import duration_seconds
 
 NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
 NODE_CLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"

@@ -8,11 +8,10 @@ from pathlib import Path
 from k8s_schemas import validate_manifest
 
 from components import contracts
-from components.observability import PROMETHEUS_URL, stack_values
+from components.observability import PROMETHEUS_URL, ObservabilityConfig, stack_values
 from components.versions import KEDA, KUBE_PROMETHEUS_STACK, NVIDIA_DEVICE_PLUGIN
 from infra.offline import Graph
 from infra.render import kubernetes_objects
-from stacks.addons_config import ObservabilityConfig
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 RUNBOOK = Path(__file__).resolve().parent.parent / "docs" / "operations-alerts.md"

@@ -1,12 +1,16 @@
 """The gateway and the extra app workloads, as the offline engine sees them."""
 
 import json
+from pathlib import Path
 from typing import Any
 
 from components import contracts
-from components.gateway import GATEWAY_IMAGE
+from components.gateway import GATEWAY_IMAGE, ApiKey, GatewayConfig, keys_file
 from components.versions import GATEWAY_IMAGE_REPOSITORY, GATEWAY_IMAGE_TAG
 from infra.offline import Graph
+from serving.gateway.keys import ApiKey as GatewayKey
+from serving.gateway.keys import load_keys
+from serving.gateway.settings import OPTIONS, Settings
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
@@ -118,3 +122,33 @@ def test_dev_runs_the_seed_flask_app_with_a_cpu_hpa(dev_graph: Graph, prod_graph
     assert hpa["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
     assert dev_graph.one("kubernetes:core/v1:Service", "apps-flask-api").inputs["spec"]["ports"][0]["port"] == 5006
     assert not [r for r in prod_graph.of_type(DEPLOYMENT) if r.name.startswith("apps-")]
+
+
+def test_gateway_env_is_exactly_what_the_gateway_accepts(graph: Graph) -> None:
+    """The Deployment's settings, resolved by the gateway's own parser, give the stack's configuration."""
+    (container,) = _pod(graph, "gateway-deployment")["containers"]
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    assert {name for name in _env(container) if name.startswith("GATEWAY_")} <= {opt.env for opt in OPTIONS}
+    settings = Settings.resolve({}, env)
+    gateway = graph.config.serving.gateway
+    assert settings.upstream == graph.outputs["vllmUrl"]
+    assert settings.models == {graph.config.serving.vllm.name_for_clients: graph.config.serving.vllm.max_model_len}
+    assert (settings.workers, settings.hold_timeout_s, settings.max_tokens, settings.rate_limit_rpm) == (
+        gateway.workers, gateway.hold_timeout_s, gateway.max_tokens, gateway.rate_limit_rpm
+    )
+
+
+def test_configured_api_keys_load_in_the_gateway(tmp_path: Path) -> None:
+    """What the stack writes into the keys Secret is a keys file the gateway reads, limits included."""
+    team_a, team_b = ApiKey(id="team-a", sha256="ab" * 32, rpm=60), ApiKey(id="team-b", sha256="cd" * 32)
+    config = GatewayConfig(api_keys=[team_a, team_b])
+    path = tmp_path / "keys.json"
+    path.write_text(keys_file(config))
+    keys = load_keys(str(path), default_rpm=config.rate_limit_rpm, default_tpm=config.rate_limit_tpm)
+    assert keys["ab" * 32] == GatewayKey("team-a", 60, config.rate_limit_tpm)
+    assert keys["cd" * 32] == GatewayKey("team-b", config.rate_limit_rpm, config.rate_limit_tpm)
+
+
+def test_autoscaled_deployments_leave_replicas_to_the_autoscaler(graph: Graph) -> None:
+    for deployment in graph.of_type(DEPLOYMENT):
+        assert "spec.replicas" in deployment.ignore_changes, f"{deployment.urn} would reset its autoscaler"

@@ -7,9 +7,8 @@ import pytest
 
 from components import contracts
 from components.versions import VLLM_IMAGE
-from components.vllm import vllm_arguments
+from components.vllm import VllmConfig, vllm_arguments
 from infra.offline import Graph
-from stacks.serving_config import VllmConfig
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"

@@ -1,0 +1,33 @@
+"""Helm releases of the charts pinned in components/versions.py."""
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.versions import HelmChart
+
+
+def pinned_release(
+    name: str,
+    chart: HelmChart,
+    namespace: str,
+    values: dict[str, Any],
+    opts: pulumi.ResourceOptions,
+    skip_crds: bool = False,
+) -> k8s.helm.v3.Release:
+    """A release of `chart` at its pinned version, rolled back if it does not become ready. A `helm.v3.Release`
+    (not `helm.v4.Chart`) so that the offline graph and policies see the chart, version and values as inputs."""
+    return k8s.helm.v3.Release(
+        name,
+        name=chart.chart,
+        chart=chart.chart,
+        version=chart.version,
+        repository_opts={"repo": chart.repository},
+        namespace=namespace,
+        atomic=True,
+        values=values,
+        skip_crds=skip_crds,
+        create_namespace=True,
+        opts=opts,
+    )
