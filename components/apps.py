@@ -37,9 +37,7 @@ class AppConfig(StrictModel):
     max_replicas: int = Field(default=3, ge=1, le=100)
     cpu_target_percent: int = Field(default=70, ge=10, le=100)
     env: dict[str, str] = Field(default_factory=dict)
-    resources: Resources = Field(
-        default_factory=lambda: SMALL_CPU_SERVICE
-    )
+    resources: Resources = Field(default_factory=lambda: SMALL_CPU_SERVICE)
 
     @model_validator(mode="after")
     def consistent(self) -> Self:

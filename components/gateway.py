@@ -15,6 +15,7 @@ from components.config_base import StrictModel
 from components.kube import (
     DNS_LABEL,
     SMALL_CPU_SERVICE,
+    PinnedImage,
     Resources,
     as_manifest,
     autoscaled,
@@ -42,13 +43,14 @@ class ApiKey(StrictModel):
 
 
 class GatewayConfig(StrictModel):
+    image: PinnedImage = Field(
+        default=GATEWAY_IMAGE, description="The image built from serving/Dockerfile, e.g. in your own ECR."
+    )
     min_replicas: int = Field(default=1, ge=1, le=100)
     max_replicas: int = Field(default=2, ge=1, le=100)
     cpu_target_percent: int = Field(default=70, ge=10, le=100)
     workers: int = Field(default=2, ge=1, le=32)
-    resources: Resources = Field(
-        default_factory=lambda: SMALL_CPU_SERVICE
-    )
+    resources: Resources = Field(default_factory=lambda: SMALL_CPU_SERVICE)
     hold_timeout_s: int = Field(default=300, ge=0, le=1800, description="Hold requests this long while vLLM starts.")
     idle_timeout_s: int = Field(default=600, ge=60, le=4000, description="ALB idle timeout; streams stay open.")
     drain_timeout_s: int = Field(default=60, ge=0, le=600)
@@ -158,7 +160,7 @@ class Gateway(pulumi.ComponentResource):
         })
         container = {
             "name": GATEWAY_NAME,
-            "image": GATEWAY_IMAGE,
+            "image": config.image,
             "ports": [{"name": contracts.METRICS_PORT_NAME, "containerPort": contracts.GATEWAY_PORT}],
             "env": env,
             "resources": config.resources.as_kubernetes(),

@@ -19,6 +19,9 @@ VLLM_NAME = "vllm"
 SHM_PATH = "/dev/shm"
 # Slack on top of preStop + vLLM's drain, for the process to exit after draining.
 EXIT_MARGIN_S = 10
+# A GPU pod's first start also waits for a Spot node (about a minute) and an 8-10 GB image pull (minutes without
+# SOCI); Pulumi's default 10-minute wait for a Deployment would fail a healthy cold start.
+NODE_AND_IMAGE_WINDOW_S = 15 * 60
 # Activation metric the gateway exports while it holds requests and no vLLM pod is ready.
 GATEWAY_PENDING_METRIC = "gateway_pending_requests"
 # Quantization methods vLLM 0.33 accepts for `--quantization` that fit a single L4/A10G-class GPU.
@@ -125,6 +128,11 @@ def vllm_arguments(config: VllmConfig, model: str) -> list[str]:
             "--model-loader-extra-config", json.dumps({"concurrency": config.runai_streamer_concurrency}),
         ]
     return args
+
+
+def rollout_timeout_s(config: VllmConfig) -> int:
+    """How long `pulumi up` waits for new vLLM pods to be ready: node, image pull, then the model load window."""
+    return NODE_AND_IMAGE_WINDOW_S + config.startup_timeout_s
 
 
 def grace_period_s(config: VllmConfig) -> int:
@@ -252,7 +260,17 @@ class VllmServer(pulumi.ComponentResource):
                     },
                 },
             }),
-            opts=autoscaled(pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[account]))),
+            opts=autoscaled(
+                pulumi.ResourceOptions.merge(
+                    on_cluster,
+                    pulumi.ResourceOptions(
+                        depends_on=[account],
+                        custom_timeouts=pulumi.CustomTimeouts(
+                            create=f"{rollout_timeout_s(config)}s", update=f"{rollout_timeout_s(config)}s"
+                        ),
+                    ),
+                )
+            ),
         )
         service = k8s.core.v1.Service(
             f"{name}-service",

@@ -34,6 +34,8 @@ class GraphResource:
     inputs: dict[str, Any]
     # Input properties the engine leaves alone on update (e.g. `spec.replicas` of an autoscaled Deployment).
     ignore_changes: tuple[str, ...] = ()
+    # How long the engine waits for a create/update/delete, where the program sets it (e.g. "1800s").
+    custom_timeouts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -64,14 +66,7 @@ class Graph:
             "project": self.project,
             "stack": self.stack,
             "resources": [
-                {
-                    "urn": r.urn,
-                    "type": r.type,
-                    "name": r.name,
-                    "parent": r.parent,
-                    "inputs": r.inputs,
-                    **({"ignoreChanges": list(r.ignore_changes)} if r.ignore_changes else {}),
-                }
+                {"urn": r.urn, "type": r.type, "name": r.name, "parent": r.parent, "inputs": r.inputs}
                 for r in self.resources
             ],
             "outputs": {
@@ -118,6 +113,11 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     custom=request.custom,
                     inputs=plain(rpc.deserialize_properties(request.object)),
                     ignore_changes=tuple(request.ignoreChanges),
+                    custom_timeouts={
+                        operation: getattr(request.customTimeouts, operation)
+                        for operation in ("create", "update", "delete")
+                        if getattr(request.customTimeouts, operation)
+                    },
                 )
             )
         return response

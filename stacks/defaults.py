@@ -44,18 +44,6 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
             "vllm": {"minReplicas": 0, "maxReplicas": 2},
             "scaling": {"activation": "gateway", "cooldownPeriodS": 300},
             "gateway": {"minReplicas": 1, "maxReplicas": 2, "workers": 1},
-            # Seed 000's Flask API: CPU pods in front of the gateway, scaled at 70% CPU.
-            "apps": [
-                {
-                    "name": "flask-api",
-                    "image": "ghcr.io/llm-platform/flask-api:0.1.0",
-                    "port": 5006,
-                    "healthPath": "/health",
-                    "minReplicas": 1,
-                    "maxReplicas": 3,
-                    "cpuTargetPercent": 70,
-                }
-            ],
         },
     },
     "prod": {
@@ -98,7 +86,6 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
                 "workers": 2,
                 "resources": {"cpuRequest": "500m", "memoryRequest": "512Mi", "cpuLimit": "2", "memoryLimit": "1Gi"},
             },
-            "apps": [],
         },
     },
 }

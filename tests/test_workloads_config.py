@@ -32,6 +32,8 @@ def test_min_one_without_activation_is_accepted() -> None:
         ({"gateway": {"apiKeys": [{"id": "team-a", "sha256": "abc"}]}}, "serving.gateway.apiKeys.0.sha256", "pattern"),
         ({"gateway": {"idleTimeoutS": 120, "holdTimeoutS": 300}}, "serving.gateway", "idleTimeoutS 120"),
         ({"apps": [{"name": "web", "image": "web:latest", "port": 80}]}, "serving.apps.0.image", "pinned"),
+        ({"gateway": {"image": "123456789012.dkr.ecr.us-west-2.amazonaws.com/gateway"}}, "serving.gateway.image",
+         "pinned"),
     ],
 )
 def test_bad_serving_config_names_the_key(serving: dict, key: str, message: str) -> None:
@@ -47,7 +49,7 @@ def test_profiles_differ_as_designed() -> None:
     assert dev.vllm.min_replicas == 0 and dev.scaling.activation == "gateway"
     assert prod.vllm.min_replicas >= 1 and prod.gateway.min_replicas >= 2
     assert prod.scaling.fallback_replicas and not dev.scaling.fallback_replicas
-    assert [app.port for app in dev.apps] == [5006] and prod.apps == []
+    assert dev.apps == prod.apps == [], "apps are the user's own: stack files declare them, profiles do not"
 
 
 def test_api_keys_render_hashes_only() -> None:

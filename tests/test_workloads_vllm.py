@@ -175,3 +175,14 @@ def test_prod_keeps_warm_replicas_and_a_fallback(prod_graph: Graph, dev_graph: G
 @pytest.mark.parametrize("output", ["vllmUrl"])
 def test_vllm_url_is_the_in_cluster_service(graph: Graph, output: str) -> None:
     assert graph.outputs[output] == "http://vllm.llm-serving.svc.cluster.local:8000"
+
+
+def test_pulumi_waits_out_a_cold_start(graph: Graph) -> None:
+    """`pulumi up` must not fail while a new GPU node boots, pulls the image and loads the model."""
+    deployment = graph.one(DEPLOYMENT, "vllm-deployment")
+    (container,) = _vllm_pod(graph)["containers"]
+    startup = container["startupProbe"]
+    model_load_s = startup["periodSeconds"] * startup["failureThreshold"]
+    for operation in ("create", "update"):
+        waited_s = int(deployment.custom_timeouts[operation].removesuffix("s"))
+        assert waited_s >= model_load_s + 10 * 60, f"{operation} gives up before node, image and model are ready"
