@@ -61,6 +61,7 @@ class PlatformMocks(pulumi.runtime.Mocks):
             },
             "eks:index:Cluster": self._eks_cluster,
             "aws:sqs/queue:Queue": self._queue,
+            "kubernetes:networking.k8s.io/v1:Ingress": self._alb_ingress,
             "random:index/randomString:RandomString": lambda name, inputs: {
                 "result": _digest("string", name, length=int(inputs["length"]))
             },
@@ -196,3 +197,10 @@ class PlatformMocks(pulumi.runtime.Mocks):
             "arn": f"arn:aws:sqs:{self.region}:{ACCOUNT_ID}:{name}",
             "url": f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT_ID}/{name}",
         }
+
+    def _alb_ingress(self, name: str, inputs: Outputs) -> Outputs:
+        """The status the AWS Load Balancer Controller writes once it has provisioned the ALB."""
+        metadata = inputs.get("metadata", {})
+        prefix = f"k8s-{metadata.get('namespace', 'default')[:8]}-{metadata.get('name', name)[:8]}"
+        hostname = f"{prefix}-{_digest('alb', name, length=10)}-{_digest('alb-id', name, length=10)}"
+        return {"status": {"loadBalancer": {"ingress": [{"hostname": f"{hostname}.{self.region}.elb.amazonaws.com"}]}}}

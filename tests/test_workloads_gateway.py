@@ -152,3 +152,9 @@ def test_configured_api_keys_load_in_the_gateway(tmp_path: Path) -> None:
 def test_autoscaled_deployments_leave_replicas_to_the_autoscaler(graph: Graph) -> None:
     for deployment in graph.of_type(DEPLOYMENT):
         assert "spec.replicas" in deployment.ignore_changes, f"{deployment.urn} would reset its autoscaler"
+
+
+def test_dev_gateway_url_is_the_alb_the_controller_provisions(dev_graph: Graph) -> None:
+    """Without a domain the URL is the ALB's hostname from the Ingress status, plain HTTP."""
+    url = dev_graph.outputs["gatewayUrl"]
+    assert url.startswith("http://k8s-llm-serv-gateway-") and url.endswith(".us-west-2.elb.amazonaws.com")
