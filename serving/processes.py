@@ -127,8 +127,9 @@ def _redis_pong(port: int) -> bool:
     return False
 
 
-def start_redis(port: int, timeout: float = 15) -> ManagedProcess:
-    proc = ManagedProcess(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"], port)
+def start_redis(port: int, *options: str, timeout: float = 15) -> ManagedProcess:
+    """A throwaway redis-server answering plain PING on `port`; `options` are further redis-server flags."""
+    proc = ManagedProcess(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", *options], port)
     deadline = time.monotonic() + timeout
     while not _redis_pong(port):
         if proc.process.poll() is not None or time.monotonic() > deadline:

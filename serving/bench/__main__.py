@@ -7,7 +7,6 @@ on one machine. Results go into the markdown file between the result markers, an
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -17,6 +16,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from serving import processes
-from serving.bench.load import Result, closed_loop, open_loop
+from serving.bench.load import Result, closed_loop, open_loop, run
 from serving.processes import ManagedProcess
 
 MODEL = "bench/model"
@@ -108,14 +108,34 @@ def start_litellm(upstream: str, workers: int, tmp: Path) -> Iterator[ManagedPro
         yield proxy
 
 
-def measure(url: str, args: argparse.Namespace, stream: bool, temperature: float = 1.0) -> dict[str, Any]:
-    endpoint = url + "/v1/chat/completions"
-    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
-    body = _body(stream, temperature)
-    asyncio.run(closed_loop(endpoint, body, headers, args.concurrency, 1))  # warm-up: connections, caches, JITs
-    saturation = asyncio.run(closed_loop(endpoint, body, headers, args.concurrency, args.duration))
-    at_rate = asyncio.run(open_loop(endpoint, body, headers, args.rate, args.duration))
-    return _summary(saturation, at_rate)
+HEADERS = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+ROUNDS = 5
+
+
+def _endpoint(url: str) -> str:
+    return url + "/v1/chat/completions"
+
+
+def measure(targets: dict[str, str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Saturation of each target in turn, then latency of all of them in alternating rounds (see open_loop); the
+    gateway's cache hit joins the non-streaming rounds."""
+    out: dict[str, dict[str, Any]] = {name: {} for name in targets}
+    for mode in ("plain", "stream"):
+        body = _body(mode == "stream", 1.0)
+        saturation = {}
+        for name, url in targets.items():
+            print(f"{name} {mode}: measuring", file=sys.stderr)
+            run(closed_loop(_endpoint(url), body, HEADERS, args.concurrency, 1))  # warm-up: connections, caches
+            saturation[name] = run(closed_loop(_endpoint(url), body, HEADERS, args.concurrency, args.duration))
+        cases = [(name, mode, _endpoint(url), body) for name, url in targets.items()]
+        if mode == "plain" and "gateway" in targets:
+            hit = _body(False, 0.0)  # deterministic, so the gateway caches it after the first request
+            run(closed_loop(_endpoint(targets["gateway"]), hit, HEADERS, 4, 1))
+            cases.append(("gateway", "cache_hit", _endpoint(targets["gateway"]), hit))
+        at_rate = run(open_loop([(url, b) for _, _, url, b in cases], HEADERS, args.rate, args.duration, ROUNDS))
+        for (name, case, _, _), result in zip(cases, at_rate, strict=True):
+            out[name][case] = _summary(saturation[name] if case == mode else None, result)
+    return out
 
 
 def _summary(saturation: Result | None, at_rate: Result) -> dict[str, Any]:
@@ -132,30 +152,9 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-def cache_hit(url: str, args: argparse.Namespace) -> dict[str, Any]:
-    endpoint = url + "/v1/chat/completions"
-    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
-    body = _body(False, 0.0)  # deterministic, so the gateway caches it after the first request
-    asyncio.run(closed_loop(endpoint, body, headers, 4, 1))
-    return _summary(None, asyncio.run(open_loop(endpoint, body, headers, args.rate, args.duration)))
-
-
-def _run_target(name: str, factory: Any, upstream: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    try:
-        with factory(upstream, args.workers, tmp) as proc:
-            print(f"{name}: measuring", file=sys.stderr)
-            out = {"plain": measure(proc.url, args, False), "stream": measure(proc.url, args, True)}
-            if name == "gateway":
-                out["cache_hit"] = cache_hit(proc.url, args)
-            return out
-    except (processes.ProcessError, subprocess.CalledProcessError) as e:
-        print(f"{name}: not measured: {e}", file=sys.stderr)
-        return {"error": str(e).strip().splitlines()[-1]}
-
-
-@contextlib.contextmanager
-def _direct(upstream: str, workers: int, tmp: Path) -> Iterator[Any]:
-    yield argparse.Namespace(url=upstream)
+def _not_measured(name: str, error: Exception) -> dict[str, Any]:
+    print(f"{name}: not measured: {error}", file=sys.stderr)
+    return {"error": str(error).strip().splitlines()[-1]}
 
 
 def machine() -> dict[str, Any]:
@@ -167,14 +166,35 @@ def machine() -> dict[str, Any]:
         ),
         platform.processor(),
     )
-    versions = {pkg: metadata.version(pkg) for pkg in ("uvicorn", "aiohttp", "httpx", "redis")}
+    versions = {pkg: metadata.version(pkg) for pkg in ("uvicorn", "uvloop", "aiohttp", "hiredis")}
     return {
         "cpu": cpu,
         "cores": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
         "litellm": LITELLM_VERSION,
+        "load_1m_at_start": round(os.getloadavg()[0], 2),
+        "speed_check_ms": _speed_check_ms(),
         **versions,
     }
+
+
+def _speed_check_ms() -> float:
+    """A fixed pure-Python loop, best of 5. This VM's speed changed over 2x between runs hours apart with nothing
+    else running inside it (a busy host), which neither load average nor steal shows: absolute figures of two runs
+    compare only together with this."""
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        sum(range(10**7))
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 1)
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(steal, total) ticks of all CPUs so far: steal is time the hypervisor gave these vCPUs to other guests,
+    which no quiet check inside the machine can see."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return fields[7], sum(fields)
 
 
 def _fmt(value: Any) -> str:
@@ -188,7 +208,9 @@ def markdown(results: dict[str, Any], info: dict[str, Any], args: argparse.Names
         f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, uvicorn {info['uvicorn']}, "
         f"LiteLLM {info['litellm']}. Workers per server: {args.workers}. Saturation: {args.concurrency} "
         f"concurrent clients for {args.duration:g} s; latency: open loop at {args.rate:g} requests/s for "
-        f"{args.duration:g} s.",
+        f"{args.duration:g} s, in {ROUNDS} turns per target. Load average at start {info['load_1m_at_start']}, "
+        f"CPU steal during the run {info['cpu_steal_pct']}%, speed check (`sum(range(10**7))`, best of 5) "
+        f"{info['speed_check_ms']} ms.",
         "",
         "| target | mode | throughput at saturation (req/s) | p50 ms | p99 ms | overhead p50 / p99 ms | errors |",
         "|---|---|---|---|---|---|---|",
@@ -245,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     command = shlex.join(["python", "-m", "serving.bench", *(sys.argv[1:] if argv is None else argv)])
     info = machine()
+    steal_before, total_before = _cpu_ticks()
     results: dict[str, Any] = {"machine": info, "workers": args.workers, "command": command}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp_dir:
         tmp = Path(tmp_dir)
@@ -255,11 +278,25 @@ def main(argv: list[str] | None = None) -> None:
             *("--max-model-len", "4096", "--workers", str(args.workers)),
         )
         with processes.start(sim_argv, port) as sim:
-            results["direct"] = _run_target("direct", _direct, sim.url, args, tmp)
-            if not args.skip_gateway:
-                results["gateway"] = _run_target("gateway", start_gateway, sim.url, args, tmp)
+            # The direct upstream and the gateway take turns in the same rounds: their difference is the overhead.
+            targets = {"direct": sim.url}
+            with contextlib.ExitStack() as stack:
+                if not args.skip_gateway:
+                    try:
+                        targets["gateway"] = stack.enter_context(start_gateway(sim.url, args.workers, tmp)).url
+                    except processes.ProcessError as e:
+                        results["gateway"] = _not_measured("gateway", e)
+                results.update(measure(targets, args))
+            # LiteLLM last, in turns of its own: it is not part of the overhead comparison, and its streaming backlog at
+            # this rate (it keeps up with about 70 requests/s) would hold up the turns of the others.
             if not args.skip_litellm:
-                results["litellm"] = _run_target("litellm", start_litellm, sim.url, args, tmp)
+                try:
+                    with start_litellm(sim.url, args.workers, tmp) as proxy:
+                        results.update(measure({"litellm": proxy.url}, args))
+                except (processes.ProcessError, subprocess.CalledProcessError) as e:
+                    results["litellm"] = _not_measured("litellm", e)
+    steal_after, total_after = _cpu_ticks()
+    info["cpu_steal_pct"] = round(100 * (steal_after - steal_before) / max(1, total_after - total_before), 1)
     table = markdown(results, info, args, command)
     write_report(args.out, table, results)
     print(table)

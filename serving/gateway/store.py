@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-
-import redis.asyncio as redis
-from redis.exceptions import RedisError
+from typing import Any
 
 from . import metrics
+from .redis_client import Redis, RedisError
 
 log = logging.getLogger("serving.gateway.store")
 
@@ -28,29 +28,18 @@ end
 if KEYS[2] then return {0, redis.call('GET', KEYS[2])} end
 return {0}
 """
+ADMIT_SHA = hashlib.sha1(ADMIT_LUA.encode()).hexdigest()
 LIMIT_KINDS = {1: "rpm", 2: "tpm"}
-# A dead Redis must not cost every request its socket timeout: skip it for this long after an error.
+# A dead Redis must not cost every request its call timeout: skip it for this long after an error.
 BACKOFF_S = 1.0
-SOCKET_TIMEOUT_S = 0.05
+CALL_TIMEOUT_S = 0.05
 
 
 class Store:
     def __init__(self, url: str, password: str, cache_ttl_s: int) -> None:
         self.cache_ttl_s = cache_ttl_s
-        self.client = (
-            redis.Redis.from_url(
-                url,
-                password=password or None,
-                socket_timeout=SOCKET_TIMEOUT_S,
-                socket_connect_timeout=SOCKET_TIMEOUT_S,
-                max_connections=256,
-            )
-            if url
-            else None
-        )
+        self.client = Redis(url, password, CALL_TIMEOUT_S) if url else None
         self._down_until = 0.0
-        # EVALSHA: the script body is sent once, not on every request (redis-py reloads it after a Redis restart).
-        self._admit = self.client.register_script(ADMIT_LUA) if self.client is not None else None
         self.caching = self.client is not None and cache_ttl_s > 0
 
     def _available(self) -> bool:
@@ -59,6 +48,16 @@ class Store:
     def _failed(self, exc: BaseException) -> None:
         self._down_until = time.monotonic() + BACKOFF_S
         log.warning("redis unavailable, failing open for %.1fs: %r", BACKOFF_S, exc)
+
+    async def _eval_admit(self, keys: tuple[str, ...], args: tuple[int, int, int]) -> list[Any]:
+        assert self.client is not None
+        # EVALSHA: the script body is sent only when Redis does not know it yet (first call, restart, failover).
+        try:
+            return await self.client.call("EVALSHA", ADMIT_SHA, len(keys), *keys, *args)
+        except RedisError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        return await self.client.call("EVAL", ADMIT_LUA, len(keys), *keys, *args)
 
     async def admit(
         self, key_id: str, rpm: int, tpm: int, cost: int, cache_key: str | None
@@ -71,9 +70,8 @@ class Store:
         keys = (f"rl:{key_id}:{window}",) if cache_key is None else (f"rl:{key_id}:{window}", cache_key)
         result = None
         if self._available():
-            assert self._admit is not None
             try:
-                result = await self._admit(keys, (rpm, tpm, cost))
+                result = await self._eval_admit(keys, (rpm, tpm, cost))
             except (RedisError, OSError) as exc:
                 self._failed(exc)
         if result is None:
@@ -93,11 +91,11 @@ class Store:
             return
         assert self.client is not None
         try:
-            await self.client.set(cache_key, value, ex=self.cache_ttl_s)
+            await self.client.call("SET", cache_key, value, "EX", self.cache_ttl_s)
         except (RedisError, OSError) as exc:
             self._failed(exc)
             metrics.CACHE_ERROR.inc()
 
     async def close(self) -> None:
         if self.client is not None:
-            await self.client.aclose()
+            await self.client.close()

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
+import subprocess
+import threading
 import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import httpx
+import pytest
 
 from serving import processes
+from serving.gateway.store import BACKOFF_S
 from serving.processes import ManagedProcess
 
-from .conftest import KEY, LIMITED_KEY, LIMITED_RPM, MODEL, TPM_KEY, GatewayFactory, metric
+from .conftest import KEY, LIMITED_KEY, LIMITED_RPM, MODEL, TPM_KEY, GatewayFactory, metric, wait_for
 
 COMPLETIONS = "/v1/completions"
 
@@ -21,9 +28,10 @@ def _post(gateway: ManagedProcess, body: object, key: str = KEY) -> httpx.Respon
     return httpx.post(gateway.url + COMPLETIONS, json=body, headers={"authorization": f"Bearer {key}"}, timeout=10)
 
 
-def _redis(port: int, *command: str) -> bytes:
-    """A raw RESP command, so the test reads what reached Redis without going through the gateway's client."""
-    payload = f"*{len(command)}\r\n" + "".join(f"${len(c)}\r\n{c}\r\n" for c in command)
+def _redis(port: int, *command: str, setup: Sequence[Sequence[str]] = ()) -> bytes:
+    """A raw RESP command, so the test reads what reached Redis without going through the gateway's client; the
+    `setup` commands (AUTH, SELECT) go first on the same connection and their replies lead the returned bytes."""
+    payload = "".join(f"*{len(cmd)}\r\n" + "".join(f"${len(c)}\r\n{c}\r\n" for c in cmd) for cmd in (*setup, command))
     with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
         s.sendall(payload.encode())
         time.sleep(0.05)
@@ -145,3 +153,142 @@ def test_without_redis_requests_are_served_uncached(start_gateway: GatewayFactor
     resp = _post(gateway, {"model": MODEL, "prompt": "x", "max_tokens": 1, "temperature": 0})
     assert resp.status_code == 200 and "x-cache" not in resp.headers
     assert metric(gateway.url, "gateway_cache_requests_total") == 0
+
+
+def test_unresponsive_redis_costs_one_timeout(start_gateway: GatewayFactory, upstream: ManagedProcess) -> None:
+    # Accepts connections (the kernel completes the handshake) but never answers: a hung primary.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        gateway = start_gateway(upstream.url, f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        body = {"model": MODEL, "prompt": "redis hangs", "max_tokens": 2, "temperature": 0}
+        started = time.monotonic()
+        resp = _post(gateway, body)
+        elapsed = time.monotonic() - started
+    assert resp.status_code == 200, resp.text
+    assert elapsed < 0.5  # one 50 ms call timeout, then fail open
+    assert metric(gateway.url, "gateway_cache_requests_total", 'result="error"') == 1
+
+
+def test_admit_script_reloaded_after_script_flush(gateway: ManagedProcess, redis_server: ManagedProcess) -> None:
+    body = {"model": MODEL, "prompt": "after a script flush", "max_tokens": 2, "temperature": 0}
+    errors = metric(gateway.url, "gateway_cache_requests_total", 'result="error"')
+    assert _post(gateway, body).headers["x-cache"] == "miss"
+    wait_for(lambda: _redis(redis_server.port, "EXISTS", _cache_key(body)) == b":1\r\n")
+    # What a Redis restart or a failover to a fresh replica looks like: the script cache is empty.
+    assert _redis(redis_server.port, "SCRIPT", "FLUSH") == b"+OK\r\n"
+    assert _post(gateway, body).headers["x-cache"] == "hit"
+    assert metric(gateway.url, "gateway_cache_requests_total", 'result="error"') == errors
+
+
+def test_redis_password_and_database(start_gateway: GatewayFactory, upstream: ManagedProcess) -> None:
+    with processes.start_redis(processes.free_port()) as redis_proc:
+        assert _redis(redis_proc.port, "CONFIG", "SET", "requirepass", "s3cret") == b"+OK\r\n"
+        url = f"redis://127.0.0.1:{redis_proc.port}/3"
+        gateway = start_gateway(upstream.url, url, REDIS_PASSWORD="s3cret")
+        body = {"model": MODEL, "prompt": "behind AUTH", "max_tokens": 2, "temperature": 0}
+        assert _post(gateway, body).headers["x-cache"] == "miss"
+        assert _post(gateway, body).headers["x-cache"] == "hit"
+        auth = [("AUTH", "s3cret"), ("SELECT", "3")]
+        assert _redis(redis_proc.port, "EXISTS", _cache_key(body), setup=auth) == b"+OK\r\n+OK\r\n:1\r\n"
+        wrong = start_gateway(upstream.url, url, REDIS_PASSWORD="wrong")
+        assert _post(wrong, body).status_code == 200
+        assert metric(wrong.url, "gateway_cache_requests_total", 'result="error"') == 1
+
+
+def test_redis_over_unix_socket(start_gateway: GatewayFactory, upstream: ManagedProcess, tmp_path: Path) -> None:
+    path = tmp_path / "redis.sock"
+    with processes.start_redis(processes.free_port(), "--unixsocket", str(path)) as redis_proc:
+        gateway = start_gateway(upstream.url, f"unix://{path}?db=2")
+        body = {"model": MODEL, "prompt": "over a unix socket", "max_tokens": 2, "temperature": 0}
+        assert _post(gateway, body).headers["x-cache"] == "miss"
+        assert _post(gateway, body).headers["x-cache"] == "hit"
+        wait_for(
+            lambda: _redis(redis_proc.port, "EXISTS", _cache_key(body), setup=[("SELECT", "2")]) == b"+OK\r\n:1\r\n"
+        )
+
+
+def test_rediss_checks_the_certificate(start_gateway: GatewayFactory, upstream: ManagedProcess, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    self_signed = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+    names = ["-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run([*self_signed, *names, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    tls_port = processes.free_port()
+    tls = ["--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+    tls += ["--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
+    with processes.start_redis(processes.free_port(), *tls):
+        url = f"rediss://127.0.0.1:{tls_port}/0"
+        body = {"model": MODEL, "prompt": "over TLS", "max_tokens": 2, "temperature": 0}
+        trusting = start_gateway(upstream.url, url, env={"SSL_CERT_FILE": str(cert)})
+        assert _post(trusting, body).headers["x-cache"] == "miss"
+        assert _post(trusting, body).headers["x-cache"] == "hit"
+        # Without the CA the self-signed certificate is refused: the gateway fails open rather than trust it.
+        untrusting = start_gateway(upstream.url, url)
+        assert _post(untrusting, body).status_code == 200
+        assert metric(untrusting.url, "gateway_cache_requests_total", 'result="error"') == 1
+
+
+class _FreezableProxy:
+    """A TCP proxy to Redis whose open connections can be frozen: they stay open but forward nothing, like
+    connections to a primary that vanished in a failover. Connections made after the freeze work."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.gates: list[threading.Event] = []
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            target = socket.create_connection(("127.0.0.1", self.target_port))
+            gate = threading.Event()
+            gate.set()
+            self.gates.append(gate)
+            self.sockets += [client, target]
+            for src, dst in ((client, target), (target, client)):
+                threading.Thread(target=self._pipe, args=(src, dst, gate), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket, gate: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                gate.wait()
+                dst.sendall(data)
+
+    def freeze(self) -> None:
+        for gate in self.gates:
+            gate.clear()
+
+    def close(self) -> None:
+        self.server.close()
+        for sock in self.sockets:
+            sock.close()
+        for gate in self.gates:
+            gate.set()
+
+
+@pytest.fixture
+def freezable_redis(redis_server: ManagedProcess) -> Iterator[_FreezableProxy]:
+    proxy = _FreezableProxy(redis_server.port)
+    yield proxy
+    proxy.close()
+
+
+def test_hung_redis_connection_is_replaced(
+    start_gateway: GatewayFactory,
+    upstream: ManagedProcess,
+    redis_server: ManagedProcess,
+    freezable_redis: _FreezableProxy,
+) -> None:
+    gateway = start_gateway(upstream.url, f"redis://127.0.0.1:{freezable_redis.port}/0")
+    body = {"model": MODEL, "prompt": "failover", "max_tokens": 2, "temperature": 0}
+    assert _post(gateway, body).headers["x-cache"] == "miss"
+    wait_for(lambda: _redis(redis_server.port, "EXISTS", _cache_key(body)) == b":1\r\n")
+    freezable_redis.freeze()
+    assert _post(gateway, body).status_code == 200  # one timeout on the hung connection, served uncached
+    time.sleep(BACKOFF_S + 0.1)
+    assert _post(gateway, body).headers["x-cache"] == "hit"  # through a new connection
