@@ -166,7 +166,7 @@ def machine() -> dict[str, Any]:
         ),
         platform.processor(),
     )
-    versions = {pkg: metadata.version(pkg) for pkg in ("uvicorn", "uvloop", "aiohttp", "hiredis")}
+    versions = {pkg: metadata.version(pkg) for pkg in ("uvicorn", "uvloop", "httptools", "hiredis")}
     return {
         "cpu": cpu,
         "cores": len(os.sched_getaffinity(0)),

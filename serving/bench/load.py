@@ -1,7 +1,7 @@
 """Load generators: closed loop for saturation throughput, open loop at a fixed rate for latency.
 
-Both run on uvloop, like the servers under test, with a minimal HTTP/1.1 client, so the generator's own cost per
-request stays small next to what it measures.
+Both run on uvloop, like the servers under test, with the gateway's lean HTTP/1.1 client, so the generator's own
+cost per request stays small next to what it measures.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import sys
 import time
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import httptools
 import uvloop
+
+from serving.gateway.http_client import ClientError, Pool
 
 REQUEST_TIMEOUT_S = 10
 _TFD_TIMER_ABSTIME = 1
@@ -58,92 +59,35 @@ def run(measurement: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(measurement)
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection carrying one request at a time. The response is parsed to its end
-    (chunked or not, so a stream counts only once its last chunk arrived) and its body dropped."""
-
-    def __init__(self) -> None:
-        self._parser = httptools.HttpResponseParser(self)
-        self._transport: asyncio.Transport | None = None
-        self._response: asyncio.Future[int] | None = None
-        self.reusable = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(exc)
-            self.close()
-
-    def on_message_complete(self) -> None:  # httptools callback
-        self.reusable = self._parser.should_keep_alive()
-        if self._response is not None and not self._response.done():
-            self._response.set_result(self._parser.get_status_code())
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.reusable = False
-        self._fail(ConnectionError(f"connection lost: {exc!r}"))
-
-    def _fail(self, exc: Exception) -> None:
-        if self._response is not None and not self._response.done():
-            self._response.set_exception(exc)
-
-    async def exchange(self, request: bytes) -> int:
-        assert self._transport is not None
-        self.reusable = False
-        self._response = asyncio.get_running_loop().create_future()
-        self._transport.write(request)
-        return await self._response
-
-    def close(self) -> None:
-        self.reusable = False
-        if self._transport is not None:
-            self._transport.close()
-
-
 class _Client:
-    """POSTs one body to one URL over a pool of keep-alive connections: each request takes an idle connection or
-    opens one. The generator's own cost lands in every latency it reports, and aiohttp's client took about 0.6 ms
-    more per request than this at 200 requests/s (1.4 against 0.8 ms p50 to the simulator on this VM), so a
-    minimal HTTP/1.1 client keeps that cost small, the way C load generators (wrk2) do."""
+    """POSTs one body to one URL over the gateway's keep-alive pool (`serving/gateway/http_client.py`), so there is
+    one lean HTTP client to maintain, not two. Its cost lands in every latency the generator reports: aiohttp's
+    client took about 0.6 ms more per request at 200 requests/s (1.4 against 0.8 ms p50 to the simulator on this
+    VM), this one about 0.08 ms more than a client that only found where each response ended and dropped it
+    (docs/gateway-benchmark.md, Method)."""
 
     def __init__(self, url: str, body: bytes, headers: dict[str, str]) -> None:
         parts = urlsplit(url)
-        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
-        head = [f"POST {parts.path} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Length: {len(body)}"]
-        head += [f"{name}: {value}" for name, value in headers.items()]
-        self._request = "\r\n".join([*head, "", ""]).encode() + body
-        self._idle: list[_Connection] = []
+        self._pool = Pool(f"{parts.scheme}://{parts.netloc}", REQUEST_TIMEOUT_S, REQUEST_TIMEOUT_S)
+        self._path = parts.path
+        self._body = body
+        self._headers = headers
 
     async def send(self) -> bool:
         """True for a 200 answered in full within REQUEST_TIMEOUT_S."""
-        conn = None
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                while self._idle and conn is None:
-                    conn = self._idle.pop()
-                    if not conn.reusable:  # closed by the server while idle
-                        conn = None
-                if conn is None:
-                    _, conn = await asyncio.get_running_loop().create_connection(_Connection, self._host, self._port)
-                status = await conn.exchange(self._request)
-        except (OSError, httptools.HttpParserError):  # TimeoutError is an OSError
-            if conn is not None:
-                conn.close()
+                resp = await self._pool.request("POST", self._path, self._headers, self._body)
+                try:
+                    await resp.read()
+                finally:
+                    resp.release()
+        except (ClientError, TimeoutError):
             return False
-        if conn.reusable:
-            self._idle.append(conn)
-        else:
-            conn.close()
-        return status == 200
+        return resp.status == 200
 
     def close(self) -> None:
-        for conn in self._idle:
-            conn.close()
-        self._idle.clear()
+        self._pool.close()
 
 
 async def closed_loop(url: str, body: bytes, headers: dict[str, str], concurrency: int, seconds: float) -> Result:

@@ -13,10 +13,10 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from . import metrics
+from .http_client import ClientError, Response
 from .keys import ApiKey, load_keys
 from .logs import setup as setup_logs
 from .settings import Settings
@@ -119,14 +119,13 @@ class Gateway:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await self.upstream.start()
                 self._hook_sigterm()
                 # Startup objects (modules, pools, metrics) never die: keep them out of every later GC pass, so
                 # collections stay short and do not show in the latency tail.
                 gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.upstream.close()
+                self.upstream.close()
                 await self.store.close()
                 metrics.worker_exit(os.getpid())
                 await send({"type": "lifespan.shutdown.complete"})
@@ -351,7 +350,7 @@ class Gateway:
         headers = {"content-type": "application/json", "x-request-id": state.request_id}
         sent_start = False
         t0 = time.perf_counter()
-        resp: aiohttp.ClientResponse | None = None
+        resp: Response | None = None
         try:
             try:
                 resp = await self.upstream.open(method, route, body, headers)
@@ -361,7 +360,7 @@ class Gateway:
                 raise rej from None
             metrics.TTFB.observe(time.perf_counter() - t0)
             state.status = resp.status
-            content_type = resp.headers.get("content-type", "application/json").encode()
+            content_type = resp.headers.get(b"content-type", JSON)
             response_headers = [(b"content-type", content_type), (b"x-request-id", state.request_id.encode())]
             if state.cache:
                 response_headers.append((b"x-cache", state.cache.encode()))
@@ -369,7 +368,7 @@ class Gateway:
                 await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + response_headers})
                 sent_start = True
                 chunks: list[bytes] = []
-                async for chunk in resp.content.iter_any():
+                async for chunk in resp:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     if cache_key is not None:
                         chunks.append(chunk)
@@ -395,7 +394,7 @@ class Gateway:
                 raise
             task.uncancel()
             state.status = 499
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except ClientError as exc:
             # After the first byte nothing is retried (the generation may have run): end the response.
             if not sent_start:
                 raise Reject(502, f"Upstream error: {exc!r}", "upstream_error", "bad_gateway") from None

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
-
 from . import metrics
+from .http_client import ConnectError, Pool, Response
 
-# Failures that mean "no vLLM is serving yet" (scaled to zero, pod starting): safe to retry, nothing was generated.
-_NOT_READY = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 _FIRST_BACKOFF_S = 0.05
 _MAX_BACKOFF_S = 1.0
 
@@ -21,40 +18,27 @@ class NoUpstream(Exception):
 
 class Upstream:
     def __init__(self, base_url: str, connect_timeout_s: float, read_timeout_s: float, hold_timeout_s: float) -> None:
-        self.base_url = base_url
         self.hold_timeout_s = hold_timeout_s
-        # No total timeout: a long generation is fine as long as bytes keep coming (sock_read bounds the gaps).
-        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s)
-        self.session: aiohttp.ClientSession | None = None
+        # No total timeout: a long generation is fine as long as bytes keep coming (the read timeout bounds gaps).
+        self.pool = Pool(base_url, connect_timeout_s, read_timeout_s)
 
-    async def start(self) -> None:
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=10, keepalive_timeout=30),
-            timeout=self.timeout,
-            skip_auto_headers=("User-Agent",),
-            auto_decompress=False,
-        )
+    def close(self) -> None:
+        self.pool.close()
 
-    async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-
-    async def open(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    async def open(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Response:
         """Response headers of the first attempt that reached a ready upstream; retries happen only before any
         response byte, so a generation is never run twice."""
-        assert self.session is not None
-        url = self.base_url + path
         deadline = time.monotonic() + self.hold_timeout_s
         backoff = _FIRST_BACKOFF_S
         held = False
         try:
             while True:
                 try:
-                    resp = await self.session.request(method, url, data=body, headers=headers)
+                    resp = await self.pool.request(method, path, headers, body)
                     if resp.status != 503:
                         return resp
                     resp.release()
-                except _NOT_READY:
+                except ConnectError:  # "no vLLM is serving yet" (scaled to zero, pod starting): nothing was sent
                     pass
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -1,4 +1,5 @@
-"""Upstream behaviour: holding requests while no vLLM is ready, client disconnects, and drain on SIGTERM."""
+"""Upstream behaviour: holding requests while no vLLM is ready, client disconnects, drain on SIGTERM, the read
+timeout and an upstream restarted under a pooled connection."""
 
 from __future__ import annotations
 
@@ -90,3 +91,31 @@ def test_sigterm_during_stream_drains_then_exits_0(start_gateway: GatewayFactory
         assert stream.rstrip().endswith(b"data: [DONE]")
         assert stream.count(b"data: ") == 42  # 40 tokens, the final chunk with finish_reason, [DONE]
         assert gateway.process.wait(10) == 0
+
+
+def test_read_timeout_bounds_gaps_between_upstream_bytes_not_generations(start_gateway: GatewayFactory) -> None:
+    with simulator("--itl-ms", "100", "--output-tokens", "8") as slow:
+        gateway = start_gateway(slow.url, UPSTREAM_READ_TIMEOUT_S="0.4")
+        body = {"model": MODEL, "prompt": "slow", "stream": True}
+        with httpx.stream("POST", gateway.url + COMPLETIONS, json=body, headers=AUTH, timeout=10) as resp:
+            stream = b"".join(resp.iter_bytes())
+        assert stream.rstrip().endswith(b"data: [DONE]")  # 0.7 s in all, but never 0.4 s without a byte
+        # Not streamed, the same generation sends nothing until it is done: the gap runs out.
+        resp = httpx.post(gateway.url + COMPLETIONS, json={"model": MODEL, "prompt": "slow"}, headers=AUTH, timeout=10)
+        assert resp.status_code == 502, resp.text
+        assert resp.json()["error"]["code"] == "bad_gateway"
+        # The gateway dropped the connection (vLLM aborts) and did not send the request again.
+        wait_for(lambda: metric(slow.url, "vllm:request_success_total", 'finished_reason="abort"') == 1, timeout=5)
+        time.sleep(0.5)
+        assert metric(slow.url, "vllm:request_success_total") == 2
+
+
+def test_upstream_restarted_between_requests(start_gateway: GatewayFactory) -> None:
+    port = processes.free_port()
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 2}
+    with simulator(port=port) as first:
+        gateway = start_gateway(first.url)
+        assert httpx.post(gateway.url + COMPLETIONS, json=body, headers=AUTH, timeout=10).status_code == 200
+    # The pooled connection to the old process is dead; the next request must not fail on it.
+    with simulator(port=port):
+        assert httpx.post(gateway.url + COMPLETIONS, json=body, headers=AUTH, timeout=10).status_code == 200
