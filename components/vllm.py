@@ -240,6 +240,7 @@ class VllmServer(pulumi.ComponentResource):
             "lifecycle": {"preStop": {"sleep": {"seconds": config.pre_stop_sleep_s}}},
             "volumeMounts": [{"name": "dshm", "mountPath": SHM_PATH}],
         }
+        rollout_timeout = f"{rollout_timeout_s(config)}s"
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=metadata,
@@ -265,9 +266,7 @@ class VllmServer(pulumi.ComponentResource):
                     on_cluster,
                     pulumi.ResourceOptions(
                         depends_on=[account],
-                        custom_timeouts=pulumi.CustomTimeouts(
-                            create=f"{rollout_timeout_s(config)}s", update=f"{rollout_timeout_s(config)}s"
-                        ),
+                        custom_timeouts=pulumi.CustomTimeouts(create=rollout_timeout, update=rollout_timeout),
                     ),
                 )
             ),
