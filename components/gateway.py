@@ -22,6 +22,7 @@ from components.kube import (
     cpu_hpa,
     cpu_pod_spec,
     http_probes,
+    quantity_value,
     restricted_container_security,
 )
 from components.versions import GATEWAY_IMAGE_REPOSITORY, GATEWAY_IMAGE_TAG
@@ -60,6 +61,15 @@ class GatewayConfig(StrictModel):
     rate_limit_rpm: int = Field(default=600, ge=1)
     rate_limit_tpm: int = Field(default=200_000, ge=1)
     cache_ttl_s: int = Field(default=3600, ge=0)
+    local_cache_mb: int = Field(
+        default=64, ge=0, le=4096, description="Per worker: copies of cache entries answered without Redis."
+    )
+    rate_limit_lease_percent: float = Field(
+        default=1,
+        ge=0,
+        le=10,
+        description="Share of a key's per-minute limit a worker takes from Redis at once; 0 counts every request.",
+    )
     max_tokens: int = Field(default=1024, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -73,6 +83,12 @@ class GatewayConfig(StrictModel):
             raise ValueError(
                 f"idleTimeoutS {self.idle_timeout_s} must exceed holdTimeoutS {self.hold_timeout_s}: the ALB would "
                 "close a held request before vLLM is up"
+            )
+        cache_mib = self.workers * self.local_cache_mb
+        if cache_mib > quantity_value(self.resources.memory_limit) / 2**21:
+            raise ValueError(
+                f"workers x localCacheMb = {cache_mib} MiB is over half of resources.memoryLimit "
+                f"{self.resources.memory_limit}: lower localCacheMb or raise the limit"
             )
         ids = [key.id for key in self.api_keys]
         if len(ids) != len(set(ids)):
@@ -146,6 +162,8 @@ class Gateway(pulumi.ComponentResource):
             "GATEWAY_RATE_LIMIT_RPM": str(config.rate_limit_rpm),
             "GATEWAY_RATE_LIMIT_TPM": str(config.rate_limit_tpm),
             "GATEWAY_CACHE_TTL_S": str(config.cache_ttl_s),
+            "GATEWAY_LOCAL_CACHE_MB": str(config.local_cache_mb),
+            "GATEWAY_RATE_LIMIT_LEASE_PERCENT": str(config.rate_limit_lease_percent),
             "GATEWAY_HOLD_TIMEOUT_S": str(config.hold_timeout_s),
             "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S": str(config.upstream_connect_timeout_s),
             "GATEWAY_UPSTREAM_READ_TIMEOUT_S": str(config.upstream_read_timeout_s),

@@ -1,6 +1,7 @@
 """Building blocks shared by the platform's Kubernetes workloads: typed quantities, pinned images, container
 resources, restricted security contexts, HTTP probes and CPU autoscaling."""
 
+import re
 from typing import Annotated, Any
 
 import pulumi
@@ -12,6 +13,7 @@ from components.config_base import StrictModel
 
 QUANTITY_PATTERN = r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti)?$"
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN)]
+_QUANTITY_UNITS = {"": 1.0, "m": 1e-3, "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40}
 DNS_LABEL = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
 # The numeric user of the gateway image (serving/Dockerfile); numeric so runAsNonRoot can verify it.
 RUN_AS_USER = 10001
@@ -25,6 +27,14 @@ def _pinned_image(value: str) -> str:
 
 
 PinnedImage = Annotated[str, AfterValidator(_pinned_image)]
+
+
+def quantity_value(quantity: str) -> float:
+    """A validated Quantity as a plain number (bytes, for memory)."""
+    match = re.fullmatch(QUANTITY_PATTERN[1:-1], quantity)
+    if match is None:
+        raise ValueError(f"{quantity!r} is not a quantity like 512Mi or 250m")
+    return float(quantity[: match.start(2)] if match.group(2) else quantity) * _QUANTITY_UNITS[match.group(2) or ""]
 
 
 class Resources(StrictModel):

@@ -31,6 +31,8 @@ def test_min_one_without_activation_is_accepted() -> None:
         ({"vllm": {"maxNumSeq": 8}}, "serving.vllm.maxNumSeq", "unknown key"),
         ({"gateway": {"apiKeys": [{"id": "team-a", "sha256": "abc"}]}}, "serving.gateway.apiKeys.0.sha256", "pattern"),
         ({"gateway": {"idleTimeoutS": 120, "holdTimeoutS": 300}}, "serving.gateway", "idleTimeoutS 120"),
+        ({"gateway": {"workers": 4, "localCacheMb": 256}}, "serving.gateway", "1024 MiB is over half of"),
+        ({"gateway": {"rateLimitLeasePercent": 20}}, "serving.gateway.rateLimitLeasePercent", "less than or equal"),
         ({"apps": [{"name": "web", "image": "web:latest", "port": 80}]}, "serving.apps.0.image", "pinned"),
         ({"gateway": {"image": "123456789012.dkr.ecr.us-west-2.amazonaws.com/gateway"}}, "serving.gateway.image",
          "pinned"),

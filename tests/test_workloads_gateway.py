@@ -136,6 +136,9 @@ def test_gateway_env_is_exactly_what_the_gateway_accepts(graph: Graph) -> None:
     assert (settings.workers, settings.hold_timeout_s, settings.max_tokens, settings.rate_limit_rpm) == (
         gateway.workers, gateway.hold_timeout_s, gateway.max_tokens, gateway.rate_limit_rpm
     )
+    assert (settings.local_cache_mb, settings.rate_limit_lease_percent) == (
+        gateway.local_cache_mb, gateway.rate_limit_lease_percent
+    )
 
 
 def test_configured_api_keys_load_in_the_gateway(tmp_path: Path) -> None:

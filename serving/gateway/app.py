@@ -97,7 +97,13 @@ class Gateway:
         self.keys: dict[str, ApiKey] = load_keys(
             settings.api_keys_file, settings.rate_limit_rpm, settings.rate_limit_tpm
         )
-        self.store = Store(settings.redis, settings.redis_password, settings.cache_ttl_s)
+        self.store = Store(
+            settings.redis,
+            settings.redis_password,
+            settings.cache_ttl_s,
+            lease_percent=settings.rate_limit_lease_percent,
+            local_cache_bytes=settings.local_cache_mb << 20,
+        )
         self.upstream = Upstream(
             settings.upstream,
             settings.upstream_connect_timeout_s,

@@ -24,6 +24,8 @@ REQUESTS = Counter("gateway_requests", "Requests answered", ("route", "status", 
 DURATION = Histogram("gateway_request_duration_seconds", "Request duration", ("route",), buckets=_SLOW)
 TTFB = Histogram("gateway_upstream_ttfb_seconds", "Upstream time to first byte", buckets=_SLOW)
 CACHE = Counter("gateway_cache_requests", "Response cache lookups", ("result",))
+CACHE_LOCAL_HIT = Counter("gateway_cache_local_hits", "Cache hits answered from the worker's memory, without Redis")
+LEASES = Counter("gateway_rate_limit_leases", "Shares of a key's rate limit taken from Redis")
 RATE_LIMITED = Counter("gateway_rate_limited", "Requests refused by a rate limit", ("key", "kind"))
 OVERHEAD = Histogram("gateway_overhead_seconds", "Time spent in the gateway, upstream excluded", buckets=_FAST)
 # livesum: the sum over live worker processes is the meaningful value for KEDA and dashboards.

@@ -93,6 +93,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("rate_limit_rpm", "GATEWAY_RATE_LIMIT_RPM", "600", _non_negative_int, "requests/minute per key, 0 = off"),
     Option("rate_limit_tpm", "GATEWAY_RATE_LIMIT_TPM", "0", _non_negative_int, "tokens/minute per key, 0 = off"),
     Option("cache_ttl_s", "GATEWAY_CACHE_TTL_S", "300", _non_negative_int, "response cache TTL in seconds, 0 = off"),
+    Option(
+        "local_cache_mb",
+        "GATEWAY_LOCAL_CACHE_MB",
+        "64",
+        _non_negative_int,
+        "memory per worker for copies of cache entries, answered without Redis",
+    ),
+    Option(
+        "rate_limit_lease_percent",
+        "GATEWAY_RATE_LIMIT_LEASE_PERCENT",
+        "1",
+        _number(float, 0, 10, " (0 = count each request in Redis before answering it)"),
+        "share of a key's per-minute limit a worker takes from Redis at once",
+    ),
     Option("hold_timeout_s", "GATEWAY_HOLD_TIMEOUT_S", "180", _non_negative_float, "hold time while no upstream"),
     Option(
         "upstream_connect_timeout_s", "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S", "2", _positive_float, "upstream connect"
@@ -118,6 +132,8 @@ class Settings:
     rate_limit_rpm: int
     rate_limit_tpm: int
     cache_ttl_s: int
+    local_cache_mb: int
+    rate_limit_lease_percent: float
     hold_timeout_s: float
     upstream_connect_timeout_s: float
     upstream_read_timeout_s: float

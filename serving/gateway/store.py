@@ -1,32 +1,52 @@
-"""Redis-backed rate limits and response cache: one round trip per request, failing open."""
+"""Redis-backed rate limits and response cache, failing open, with Redis off the path of most requests.
+
+Rate limits: each gateway process takes a lease (a share of a key's per-minute limit) from the key's counter in
+Redis and spends it locally, topping it up in the background before it runs out. Redis counts every lease, so the
+processes together never admit more than the limit; what a process holds unspent is at most one lease, given back
+when it shuts down. A lease share of 0 takes exactly what each request needs, one round trip per request.
+
+Response cache: Redis holds every entry; each process keeps a copy of the entries it wrote or read, within a byte
+budget and never past the entry's Redis TTL, so a repeated request is answered from memory.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
+
+from cachetools import TLRUCache
 
 from . import metrics
 from .redis_client import Redis, RedisError
 
 log = logging.getLogger("serving.gateway.store")
 
-# Fixed one-minute window per key in one hash: checks both limits, then counts the request only if admitted, so
-# refused requests do not push a client's own window further over. KEYS[2], when given, is the cache entry read in
-# the same round trip.
+# One fixed one-minute window per key in one hash. ARGV: the key's limits (0 = off), then for requests and for
+# tokens what this request needs and how much to take: refused (1: rpm, 2: tpm) when less than the need is left,
+# else up to the amount is taken and returned. KEYS[2], when given, is a cache entry read in the same round trip.
 ADMIT_LUA = """
-local rpm, tpm, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if rpm > 0 or tpm > 0 then
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+local need_req, take_req = tonumber(ARGV[3]), tonumber(ARGV[4])
+local need_tok, take_tok = tonumber(ARGV[5]), tonumber(ARGV[6])
+local got_req, got_tok = 0, 0
+if take_req > 0 or take_tok > 0 then
   local used = redis.call('HMGET', KEYS[1], 'req', 'tok')
-  if rpm > 0 and (tonumber(used[1]) or 0) + 1 > rpm then return {1} end
-  if tpm > 0 and (tonumber(used[2]) or 0) + cost > tpm then return {2} end
-  redis.call('HINCRBY', KEYS[1], 'req', 1)
-  redis.call('HINCRBY', KEYS[1], 'tok', cost)
+  local left_req = rpm - (tonumber(used[1]) or 0)
+  local left_tok = tpm - (tonumber(used[2]) or 0)
+  if need_req > left_req then return {1} end
+  if need_tok > left_tok then return {2} end
+  got_req = math.max(0, math.min(take_req, left_req))
+  got_tok = math.max(0, math.min(take_tok, left_tok))
+  if got_req > 0 then redis.call('HINCRBY', KEYS[1], 'req', got_req) end
+  if got_tok > 0 then redis.call('HINCRBY', KEYS[1], 'tok', got_tok) end
   redis.call('EXPIRE', KEYS[1], 120)
 end
-if KEYS[2] then return {0, redis.call('GET', KEYS[2])} end
-return {0}
+if KEYS[2] then return {0, got_req, got_tok, redis.call('PTTL', KEYS[2]), redis.call('GET', KEYS[2])} end
+return {0, got_req, got_tok}
 """
 ADMIT_SHA = hashlib.sha1(ADMIT_LUA.encode()).hexdigest()
 LIMIT_KINDS = {1: "rpm", 2: "tpm"}
@@ -35,12 +55,35 @@ BACKOFF_S = 1.0
 CALL_TIMEOUT_S = 0.05
 
 
+@dataclass(slots=True)
+class _Lease:
+    """What this process holds of one key's limits in one window, taken from Redis and not yet spent."""
+
+    window: int
+    requests: int = 0
+    tokens: int = 0
+    refilling: bool = False
+    # Redis had nothing left to give: no more background top-ups this window (a request that needs one still asks).
+    dry: bool = False
+
+
 class Store:
-    def __init__(self, url: str, password: str, cache_ttl_s: int) -> None:
+    def __init__(
+        self, url: str, password: str, cache_ttl_s: int, *, lease_percent: float = 0.0, local_cache_bytes: int = 0
+    ) -> None:
         self.cache_ttl_s = cache_ttl_s
+        self.lease_share = lease_percent / 100
         self.client = Redis(url, password, CALL_TIMEOUT_S) if url else None
         self._down_until = 0.0
         self.caching = self.client is not None and cache_ttl_s > 0
+        # Values are (response, monotonic expiry); an entry is dropped at its expiry or when the budget needs room.
+        self.local: TLRUCache[str, tuple[bytes, float]] | None = (
+            TLRUCache(local_cache_bytes, ttu=lambda _key, value, _now: value[1], getsizeof=lambda value: len(value[0]))
+            if self.caching and local_cache_bytes > 0
+            else None
+        )
+        self._leases: dict[str, _Lease] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _available(self) -> bool:
         return self.client is not None and time.monotonic() >= self._down_until
@@ -49,7 +92,7 @@ class Store:
         self._down_until = time.monotonic() + BACKOFF_S
         log.warning("redis unavailable, failing open for %.1fs: %r", BACKOFF_S, exc)
 
-    async def _eval_admit(self, keys: tuple[str, ...], args: tuple[int, int, int]) -> list[Any]:
+    async def _eval_admit(self, keys: tuple[str, ...], args: tuple[int, ...]) -> list[Any]:
         assert self.client is not None
         # EVALSHA: the script body is sent only when Redis does not know it yet (first call, restart, failover).
         try:
@@ -59,32 +102,109 @@ class Store:
                 raise
         return await self.client.call("EVAL", ADMIT_LUA, len(keys), *keys, *args)
 
+    def _lease(self, key_id: str, window: int) -> _Lease:
+        lease = self._leases.get(key_id)
+        if lease is None or lease.window != window:
+            lease = self._leases[key_id] = _Lease(window)
+        return lease
+
+    def _cached_locally(self, cache_key: str) -> bytes | None:
+        if self.local is None:
+            return None
+        entry = self.local.get(cache_key)
+        return entry[0] if entry is not None else None
+
+    def _keep_locally(self, cache_key: str, value: bytes, ttl_s: float) -> None:
+        if self.local is not None and len(value) <= self.local.maxsize:
+            self.local[cache_key] = (value, time.monotonic() + ttl_s)
+
     async def admit(
         self, key_id: str, rpm: int, tpm: int, cost: int, cache_key: str | None
     ) -> tuple[str | None, int, bytes | None]:
-        """Returns (refused limit kind or None, Retry-After seconds, cached response or None) in one round trip."""
+        """Returns (refused limit kind or None, Retry-After seconds, cached response or None); at most one round
+        trip to Redis, none when the lease covers the request and the cache entry (if any) is held locally."""
         if rpm <= 0 and tpm <= 0 and cache_key is None:
             return None, 0, None
         now = time.time()
         window = int(now // 60)
-        keys = (f"rl:{key_id}:{window}",) if cache_key is None else (f"rl:{key_id}:{window}", cache_key)
+        lease = self._lease(key_id, window)
+        need_req = 1 if rpm > 0 else 0
+        need_tok = cost if tpm > 0 else 0
+        # For a limit the lease cannot cover, Redis is asked for what this request needs plus a new lease.
+        take_req = 0 if lease.requests >= need_req else max(need_req, int(rpm * self.lease_share))
+        take_tok = 0 if lease.tokens >= need_tok else max(need_tok, int(tpm * self.lease_share))
+        cached = self._cached_locally(cache_key) if cache_key is not None else None
+        local_hit = cached is not None
+        if not take_req and not take_tok and (cache_key is None or local_hit):
+            self._spend(lease, key_id, rpm, tpm, need_req, need_tok)
+            return None, 0, self._counted(cache_key, cached, local_hit)
+        counter = f"rl:{key_id}:{window}"
+        keys = (counter,) if cache_key is None or local_hit else (counter, cache_key)
         result = None
         if self._available():
             try:
-                result = await self._eval_admit(keys, (rpm, tpm, cost))
+                result = await self._eval_admit(keys, (rpm, tpm, need_req, take_req, need_tok, take_tok))
             except (RedisError, OSError) as exc:
                 self._failed(exc)
         if result is None:
-            if cache_key is not None:
+            # Fail open: the request is served; a lease that covers it is still spent.
+            if not take_req and not take_tok:
+                self._spend(lease, key_id, rpm, tpm, need_req, need_tok)
+            if cache_key is not None and not local_hit:
                 metrics.CACHE_ERROR.inc()
-            return None, 0, None
+                return None, 0, None
+            return None, 0, self._counted(cache_key, cached, local_hit)
         refused = LIMIT_KINDS.get(result[0])
-        cached = result[1] if len(result) > 1 else None
         if refused:
             return refused, max(1, 60 * (window + 1) - int(now)), None
+        self._add_to_lease(lease, result[1], result[2])
+        self._spend(lease, key_id, rpm, tpm, need_req, need_tok)
+        if len(result) > 3 and result[4] is not None:
+            pttl_ms, cached = result[3], result[4]
+            assert cache_key is not None
+            self._keep_locally(cache_key, cached, pttl_ms / 1000 if pttl_ms > 0 else self.cache_ttl_s)
+        return None, 0, self._counted(cache_key, cached, local_hit)
+
+    @staticmethod
+    def _counted(cache_key: str | None, cached: bytes | None, local_hit: bool) -> bytes | None:
         if cache_key is not None:
             (metrics.CACHE_HIT if cached is not None else metrics.CACHE_MISS).inc()
-        return None, 0, cached
+            if local_hit:
+                metrics.CACHE_LOCAL_HIT.inc()
+        return cached
+
+    def _spend(self, lease: _Lease, key_id: str, rpm: int, tpm: int, need_req: int, need_tok: int) -> None:
+        """Takes this request from the lease; below half a lease, the next one is taken in the background."""
+        lease.requests -= need_req
+        lease.tokens -= need_tok
+        req_share, tok_share = int(rpm * self.lease_share), int(tpm * self.lease_share)
+        low_req = need_req and req_share > 1 and lease.requests < req_share // 2
+        low_tok = need_tok and tok_share > 1 and lease.tokens < tok_share // 2
+        if (low_req or low_tok) and not lease.refilling and not lease.dry and self._available():
+            lease.refilling = True
+            task = asyncio.get_running_loop().create_task(
+                self._refill(lease, key_id, rpm, tpm, req_share if low_req else 0, tok_share if low_tok else 0)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _refill(self, lease: _Lease, key_id: str, rpm: int, tpm: int, take_req: int, take_tok: int) -> None:
+        try:
+            result = await self._eval_admit((f"rl:{key_id}:{lease.window}",), (rpm, tpm, 0, take_req, 0, take_tok))
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return
+        finally:
+            lease.refilling = False
+        lease.dry = not result[1] and not result[2]
+        self._add_to_lease(lease, result[1], result[2])
+
+    @staticmethod
+    def _add_to_lease(lease: _Lease, requests: int, tokens: int) -> None:
+        if requests or tokens:
+            metrics.LEASES.inc()
+        lease.requests += requests
+        lease.tokens += tokens
 
     async def put(self, cache_key: str, value: bytes) -> None:
         if not self._available():
@@ -95,7 +215,26 @@ class Store:
         except (RedisError, OSError) as exc:
             self._failed(exc)
             metrics.CACHE_ERROR.inc()
+            return
+        self._keep_locally(cache_key, value, self.cache_ttl_s)
 
     async def close(self) -> None:
-        if self.client is not None:
-            await self.client.close()
+        """Gives back what this process holds unspent of the current window, so a rolling restart strands
+        nothing."""
+        if self.client is None:
+            return
+        window = int(time.time() // 60)
+        for key_id, lease in self._leases.items():
+            if lease.window != window or (lease.requests <= 0 and lease.tokens <= 0):
+                continue
+            counter = f"rl:{key_id}:{window}"
+            try:
+                for field, unspent in (("req", lease.requests), ("tok", lease.tokens)):
+                    if unspent > 0:
+                        await self.client.call("HINCRBY", counter, field, -unspent)
+                # As the script does: a counter that Redis lost meanwhile must not come back without its expiry.
+                await self.client.call("EXPIRE", counter, 120)
+            except (RedisError, OSError) as exc:
+                log.warning("could not give back the rate-limit lease of %s: %r", key_id, exc)
+                break
+        await self.client.close()

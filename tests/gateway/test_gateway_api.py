@@ -141,6 +141,8 @@ def test_health_ready_and_metrics_names(gateway: ManagedProcess) -> None:
         'gateway_request_duration_seconds_bucket{le="0.001",route="/v1/completions"}',
         "gateway_upstream_ttfb_seconds_bucket",
         'gateway_cache_requests_total{result="error"}',
+        "gateway_cache_local_hits_total 0.0",
+        "gateway_rate_limit_leases_total",
         "gateway_inflight_requests ",
         "gateway_pending_requests 0.0",
         "gateway_overhead_seconds_bucket",

@@ -54,6 +54,11 @@ def test_help_lists_every_flag_and_its_env_var() -> None:
         ([], {"GATEWAY_MODELS": "qwen"}, "GATEWAY_MODELS"),
         (["--upstream", "vllm:8000"], {}, "--upstream / GATEWAY_UPSTREAM"),
         (["--redis", "http://x"], {}, "--redis / GATEWAY_REDIS_URL"),
+        (
+            ["--rate-limit-lease-percent", "20"],
+            {},
+            "--rate-limit-lease-percent / GATEWAY_RATE_LIMIT_LEASE_PERCENT='20': must be a number 0-10",
+        ),
     ],
 )
 def test_bad_setting_exits_2_naming_it(args: list[str], env: dict[str, str], named: str, tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ from serving.processes import ManagedProcess
 from .conftest import KEY, LIMITED_KEY, LIMITED_RPM, MODEL, TPM_KEY, GatewayFactory, metric, wait_for
 
 COMPLETIONS = "/v1/completions"
+# Settings that send every request to Redis: no local copies of cache entries, no rate-limit leases.
+EVERY_REQUEST_TO_REDIS = {"LOCAL_CACHE_MB": "0", "RATE_LIMIT_LEASE_PERCENT": "0"}
 
 
 def _post(gateway: ManagedProcess, body: object, key: str = KEY) -> httpx.Response:
@@ -71,6 +73,42 @@ def test_rpm_limit_holds_across_two_gateways(
     assert b"req" in _redis(redis_server.port, "HGETALL", f"rl:limited:{window}")
 
 
+def test_leases_admit_no_more_than_the_limit_across_two_gateways(
+    start_gateway: GatewayFactory, upstream: ManagedProcess
+) -> None:
+    limit, lease = 100, 10  # 10 % of the limit per lease
+    with processes.start_redis(processes.free_port()) as redis_proc:
+        url = f"redis://127.0.0.1:{redis_proc.port}/0"
+        gateways = [start_gateway(upstream.url, url, RATE_LIMIT_RPM=str(limit), RATE_LIMIT_LEASE_PERCENT="10")]
+        gateways.append(start_gateway(upstream.url, url, RATE_LIMIT_RPM=str(limit), RATE_LIMIT_LEASE_PERCENT="10"))
+        body = {"model": MODEL, "prompt": "x", "max_tokens": 1}
+        _wait_away_from_minute_boundary()
+        statuses = [_post(gateways[i % 2], body).status_code for i in range(limit + 30)]
+        counted = _redis(redis_proc.port, "HGET", f"rl:team-a:{int(time.time() // 60)}", "req")
+    assert set(statuses) == {200, 429}
+    # Never more than the limit; less only by what a gateway holds unspent (at most a lease and a half each).
+    assert limit - 2 * (lease + lease // 2) <= statuses.count(200) <= limit
+    assert counted == f"${len(str(limit))}\r\n{limit}\r\n".encode()
+    # Most requests were admitted from a lease, without a round trip to Redis.
+    leases = sum(metric(gw.url, "gateway_rate_limit_leases_total") for gw in gateways)
+    assert leases <= limit // lease + 2
+
+
+def test_unspent_lease_is_given_back_at_shutdown(start_gateway: GatewayFactory, upstream: ManagedProcess) -> None:
+    with processes.start_redis(processes.free_port()) as redis_proc:
+        url = f"redis://127.0.0.1:{redis_proc.port}/0"
+        gateway = start_gateway(upstream.url, url, RATE_LIMIT_RPM="1000", RATE_LIMIT_LEASE_PERCENT="10")
+        _wait_away_from_minute_boundary()
+        counter = f"rl:team-a:{int(time.time() // 60)}"
+        for _ in range(30):
+            assert _post(gateway, {"model": MODEL, "prompt": "x", "max_tokens": 1}).status_code == 200
+        assert _redis(redis_proc.port, "HGET", counter, "req") == b"$3\r\n100\r\n"  # one lease of 100
+        assert metric(gateway.url, "gateway_rate_limit_leases_total") == 1
+        assert gateway.terminate() == 0
+        assert _redis(redis_proc.port, "HGET", counter, "req") == b"$2\r\n30\r\n"
+        assert 0 < int(_redis(redis_proc.port, "TTL", counter)[1:]) <= 120
+
+
 def test_tpm_limit_counts_prompt_and_max_tokens(gateway: ManagedProcess) -> None:
     _wait_away_from_minute_boundary()
     assert _post(gateway, {"model": MODEL, "prompt": "x", "max_tokens": 300}, TPM_KEY).status_code == 200
@@ -80,23 +118,42 @@ def test_tpm_limit_counts_prompt_and_max_tokens(gateway: ManagedProcess) -> None
     assert "retry-after" in refused.headers
 
 
-def test_deterministic_request_cached_then_served_from_redis(
-    gateway: ManagedProcess, upstream: ManagedProcess, redis_server: ManagedProcess
+def test_deterministic_request_cached_in_redis_then_copied_locally(
+    start_gateway: GatewayFactory,
+    gateway: ManagedProcess,
+    upstream: ManagedProcess,
+    redis_url: str,
+    redis_server: ManagedProcess,
 ) -> None:
     body = {"model": MODEL, "prompt": "cache me", "max_tokens": 6, "temperature": 0}
     generated = metric(upstream.url, "vllm:generation_tokens_total")
     miss = _post(gateway, body)
     assert miss.status_code == 200 and miss.headers["x-cache"] == "miss"
-    hit = _post(gateway, {**body, "user": "someone-else"})  # `user` does not change the answer
-    assert hit.status_code == 200 and hit.headers["x-cache"] == "hit"
-    assert hit.content == miss.content
-    assert metric(upstream.url, "vllm:generation_tokens_total") == generated + 6
     stored = _redis(redis_server.port, "GET", _cache_key(body))
     assert miss.content in stored
     assert 0 < int(_redis(redis_server.port, "TTL", _cache_key(body))[1:]) <= 300
-    assert metric(gateway.url, "gateway_cache_requests_total", 'result="hit"') >= 1
+    # Another gateway process finds the entry in Redis and keeps a copy: its second hit never asks Redis.
+    other = start_gateway(upstream.url, redis_url)
+    from_redis = _post(other, {**body, "user": "someone-else"})  # `user` does not change the answer
+    assert from_redis.status_code == 200 and from_redis.headers["x-cache"] == "hit"
+    assert from_redis.content == miss.content
+    assert metric(other.url, "gateway_cache_local_hits_total") == 0
+    from_memory = _post(other, body)
+    assert from_memory.headers["x-cache"] == "hit" and from_memory.content == miss.content
+    assert metric(other.url, "gateway_cache_local_hits_total") == 1
+    assert metric(other.url, "gateway_cache_requests_total", 'result="hit"') == 2
+    assert metric(upstream.url, "vllm:generation_tokens_total") == generated + 6
     # Writing the entry after the answer went out is not mistaken for the client going away.
     assert metric(gateway.url, "gateway_requests_total", 'status="499"') == 0
+
+
+def test_local_copy_ends_with_the_redis_entry(start_gateway: GatewayFactory, upstream: ManagedProcess) -> None:
+    with processes.start_redis(processes.free_port()) as redis_proc:
+        gateway = start_gateway(upstream.url, f"redis://127.0.0.1:{redis_proc.port}/0", CACHE_TTL_S="1")
+        body = {"model": MODEL, "prompt": "short-lived", "max_tokens": 2, "temperature": 0}
+        assert [_post(gateway, body).headers["x-cache"] for _ in range(2)] == ["miss", "hit"]
+        time.sleep(1.1)
+        assert _post(gateway, body).headers["x-cache"] == "miss"
 
 
 def test_non_deterministic_request_not_cached(gateway: ManagedProcess, redis_server: ManagedProcess) -> None:
@@ -141,6 +198,8 @@ def test_cache_fails_open_when_redis_stops(start_gateway: GatewayFactory, upstre
         assert _post(gateway, body).headers["x-cache"] == "hit"
         assert metric(gateway.url, "gateway_cache_requests_total", 'result="error"') == 0
         redis_proc.terminate()
+        # What the worker copied from Redis is still answered from memory.
+        assert _post(gateway, body).headers["x-cache"] == "hit"
         for prompt in ("after stop", "after stop", "another"):
             resp = _post(gateway, {**body, "prompt": prompt})
             assert resp.status_code == 200, resp.text
@@ -168,7 +227,10 @@ def test_unresponsive_redis_costs_one_timeout(start_gateway: GatewayFactory, ups
     assert metric(gateway.url, "gateway_cache_requests_total", 'result="error"') == 1
 
 
-def test_admit_script_reloaded_after_script_flush(gateway: ManagedProcess, redis_server: ManagedProcess) -> None:
+def test_admit_script_reloaded_after_script_flush(
+    start_gateway: GatewayFactory, upstream: ManagedProcess, redis_url: str, redis_server: ManagedProcess
+) -> None:
+    gateway = start_gateway(upstream.url, redis_url, **EVERY_REQUEST_TO_REDIS)
     body = {"model": MODEL, "prompt": "after a script flush", "max_tokens": 2, "temperature": 0}
     errors = metric(gateway.url, "gateway_cache_requests_total", 'result="error"')
     assert _post(gateway, body).headers["x-cache"] == "miss"
@@ -284,7 +346,7 @@ def test_hung_redis_connection_is_replaced(
     redis_server: ManagedProcess,
     freezable_redis: _FreezableProxy,
 ) -> None:
-    gateway = start_gateway(upstream.url, f"redis://127.0.0.1:{freezable_redis.port}/0")
+    gateway = start_gateway(upstream.url, f"redis://127.0.0.1:{freezable_redis.port}/0", **EVERY_REQUEST_TO_REDIS)
     body = {"model": MODEL, "prompt": "failover", "max_tokens": 2, "temperature": 0}
     assert _post(gateway, body).headers["x-cache"] == "miss"
     wait_for(lambda: _redis(redis_server.port, "EXISTS", _cache_key(body)) == b":1\r\n")
