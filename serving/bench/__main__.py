@@ -66,7 +66,9 @@ def _python(module: str, *args: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def start_gateway(upstream: str, workers: int, tmp: Path) -> Iterator[ManagedProcess]:
+def start_gateway(
+    upstream: str, workers: int, tmp: Path, settings: dict[str, str] | None = None
+) -> Iterator[ManagedProcess]:
     keys = tmp / "keys.json"
     entry = {"id": "bench", "sha256": hashlib.sha256(API_KEY.encode()).hexdigest(), "rpm": 10**9, "tpm": 10**12}
     keys.write_text(json.dumps({"keys": [entry]}))
@@ -77,7 +79,7 @@ def start_gateway(upstream: str, workers: int, tmp: Path) -> Iterator[ManagedPro
             *("--port", str(port), "--upstream", upstream, "--redis", f"redis://127.0.0.1:{redis.port}/0"),
             *("--api-keys-file", str(keys), "--workers", str(workers)),
         )
-        env = {"GATEWAY_MODELS": f"{MODEL}=4096", "GATEWAY_LOG_LEVEL": "warning"}
+        env = {"GATEWAY_MODELS": f"{MODEL}=4096", "GATEWAY_LOG_LEVEL": "warning", **(settings or {})}
         with processes.start(argv, port, env=env, ready_path="/ready", timeout=STARTUP_TIMEOUT_S) as gateway:
             yield gateway
 
@@ -255,12 +257,27 @@ def write_report(out: Path, table: str, results: dict[str, Any]) -> None:
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
 
 
+def _gateway_setting(raw: str) -> tuple[str, str]:
+    name, sep, value = raw.partition("=")
+    if not sep or not name.startswith("GATEWAY_"):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not GATEWAY_NAME=VALUE (see python -m serving.gateway --help)")
+    return name, value
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m serving.bench", description=__doc__)
     p.add_argument("--workers", type=int, default=1, help="worker processes for the gateway, LiteLLM and simulator")
     p.add_argument("--duration", type=float, default=10, help="seconds per measurement")
     p.add_argument("--rate", type=float, default=200, help="requests/s of the latency measurement")
     p.add_argument("--concurrency", type=int, default=64, help="clients of the saturation measurement")
+    p.add_argument(
+        "--gateway-setting",
+        type=_gateway_setting,
+        action="append",
+        default=[],
+        metavar="GATEWAY_NAME=VALUE",
+        help="run the gateway with this setting (repeatable), e.g. GATEWAY_RATE_LIMIT_LEASE_PERCENT=0",
+    )
     p.add_argument("--skip-litellm", action="store_true")
     p.add_argument("--skip-gateway", action="store_true")
     p.add_argument("--out", type=Path, default=Path("docs/gateway-benchmark.md"))
@@ -283,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
             with contextlib.ExitStack() as stack:
                 if not args.skip_gateway:
                     try:
-                        targets["gateway"] = stack.enter_context(start_gateway(sim.url, args.workers, tmp)).url
+                        gateway = start_gateway(sim.url, args.workers, tmp, dict(args.gateway_setting))
+                        targets["gateway"] = stack.enter_context(gateway).url
                     except processes.ProcessError as e:
                         results["gateway"] = _not_measured("gateway", e)
                 results.update(measure(targets, args))

@@ -7,13 +7,17 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
+import httpx
 import orjson
 
+from serving.bench.__main__ import HEADERS, _body, _endpoint, start_gateway
+from serving.bench.__main__ import MODEL as BENCH_MODEL
 from serving.bench.load import _periodic_timer, closed_loop, open_loop, run
 from serving.processes import ManagedProcess
 
-from .conftest import MODEL
+from .conftest import MODEL, metric, simulator, wait_for
 
 TICKS = 300
 INTERVAL_S = 0.003
@@ -72,3 +76,19 @@ def test_closed_loop_counts_answers_and_errors(upstream: ManagedProcess) -> None
     unknown_model = orjson.dumps({"model": "nope", "prompt": "a", "max_tokens": 2})
     refused = run(closed_loop(url, unknown_model, headers, 4, 0.3))
     assert refused.ok == 0 and refused.errors > 10
+
+
+def test_benchmark_gateway_runs_with_the_settings_given(tmp_path: Path) -> None:
+    with (
+        simulator("--model", BENCH_MODEL) as upstream,
+        start_gateway(upstream.url, 1, tmp_path, {"GATEWAY_LOCAL_CACHE_MB": "0"}) as gateway,
+    ):
+        body = _body(False, 0.0)
+
+        def answer() -> httpx.Response:
+            return httpx.post(_endpoint(gateway.url), content=body, headers=HEADERS)
+
+        first = answer()
+        assert (first.status_code, first.headers["x-cache"]) == (200, "miss")
+        wait_for(lambda: answer().headers["x-cache"] == "hit")  # the entry is written after the answer went out
+        assert metric(gateway.url, "gateway_cache_local_hits_total") == 0  # the hit came from Redis
