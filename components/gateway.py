@@ -85,7 +85,7 @@ class GatewayConfig(StrictModel):
                 "close a held request before vLLM is up"
             )
         cache_mib = self.workers * self.local_cache_mb
-        if cache_mib > quantity_value(self.resources.memory_limit) / 2**21:
+        if cache_mib > quantity_value(self.resources.memory_limit) / 2**20 / 2:
             raise ValueError(
                 f"workers x localCacheMb = {cache_mib} MiB is over half of resources.memoryLimit "
                 f"{self.resources.memory_limit}: lower localCacheMb or raise the limit"

@@ -34,7 +34,8 @@ def quantity_value(quantity: str) -> float:
     match = re.fullmatch(QUANTITY_PATTERN[1:-1], quantity)
     if match is None:
         raise ValueError(f"{quantity!r} is not a quantity like 512Mi or 250m")
-    return float(quantity[: match.start(2)] if match.group(2) else quantity) * _QUANTITY_UNITS[match.group(2) or ""]
+    unit = match.group(2) or ""
+    return float(quantity.removesuffix(unit)) * _QUANTITY_UNITS[unit]
 
 
 class Resources(StrictModel):
