@@ -97,15 +97,17 @@ def test_leases_admit_no_more_than_the_limit_across_two_gateways(
 def test_unspent_lease_is_given_back_at_shutdown(start_gateway: GatewayFactory, upstream: ManagedProcess) -> None:
     with processes.start_redis(processes.free_port()) as redis_proc:
         url = f"redis://127.0.0.1:{redis_proc.port}/0"
-        gateway = start_gateway(upstream.url, url, RATE_LIMIT_RPM="1000", RATE_LIMIT_LEASE_PERCENT="10")
+        limits = {"RATE_LIMIT_RPM": "1000", "RATE_LIMIT_TPM": "100000", "RATE_LIMIT_LEASE_PERCENT": "10"}
+        gateway = start_gateway(upstream.url, url, **limits)
         _wait_away_from_minute_boundary()
         counter = f"rl:team-a:{int(time.time() // 60)}"
-        for _ in range(30):
-            assert _post(gateway, {"model": MODEL, "prompt": "x", "max_tokens": 1}).status_code == 200
-        assert _redis(redis_proc.port, "HGET", counter, "req") == b"$3\r\n100\r\n"  # one lease of 100
+        for _ in range(30):  # each costs 100 tokens: a 1-token prompt and max_tokens 99
+            assert _post(gateway, {"model": MODEL, "prompt": "x", "max_tokens": 99}).status_code == 200
+        # One round trip took one lease of each limit: 100 requests and 10,000 tokens.
+        assert _redis(redis_proc.port, "HMGET", counter, "req", "tok") == b"*2\r\n$3\r\n100\r\n$5\r\n10000\r\n"
         assert metric(gateway.url, "gateway_rate_limit_leases_total") == 1
         assert gateway.terminate() == 0
-        assert _redis(redis_proc.port, "HGET", counter, "req") == b"$2\r\n30\r\n"
+        assert _redis(redis_proc.port, "HMGET", counter, "req", "tok") == b"*2\r\n$2\r\n30\r\n$4\r\n3000\r\n"
         assert 0 < int(_redis(redis_proc.port, "TTL", counter)[1:]) <= 120
 
 
@@ -149,11 +151,16 @@ def test_deterministic_request_cached_in_redis_then_copied_locally(
 
 def test_local_copy_ends_with_the_redis_entry(start_gateway: GatewayFactory, upstream: ManagedProcess) -> None:
     with processes.start_redis(processes.free_port()) as redis_proc:
-        gateway = start_gateway(upstream.url, f"redis://127.0.0.1:{redis_proc.port}/0", CACHE_TTL_S="1")
+        url = f"redis://127.0.0.1:{redis_proc.port}/0"
+        writer, reader = (start_gateway(upstream.url, url, CACHE_TTL_S="2") for _ in range(2))
         body = {"model": MODEL, "prompt": "short-lived", "max_tokens": 2, "temperature": 0}
-        assert [_post(gateway, body).headers["x-cache"] for _ in range(2)] == ["miss", "hit"]
-        time.sleep(1.1)
-        assert _post(gateway, body).headers["x-cache"] == "miss"
+        assert _post(writer, body).headers["x-cache"] == "miss"
+        wait_for(lambda: _post(writer, body).headers["x-cache"] == "hit")
+        time.sleep(1.2)
+        # The reader copies the entry with what is left of its TTL, not a fresh one.
+        assert _post(reader, body).headers["x-cache"] == "hit"
+        time.sleep(1.0)
+        assert _post(reader, body).headers["x-cache"] == "miss"
 
 
 def test_non_deterministic_request_not_cached(gateway: ManagedProcess, redis_server: ManagedProcess) -> None:
