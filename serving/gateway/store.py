@@ -2,8 +2,9 @@
 
 Rate limits: each gateway process takes a lease (a share of a key's per-minute limit) from the key's counter in
 Redis and spends it locally, topping it up in the background before it runs out. Redis counts every lease, so the
-processes together never admit more than the limit; what a process holds unspent is at most one lease, given back
-when it shuts down. A lease share of 0 takes exactly what each request needs, one round trip per request.
+processes together never admit more than the limit; what a process holds unspent (about a lease and a half at
+most) is given back when it shuts down. A lease share of 0 takes exactly what each request needs, one round trip
+per request.
 
 Response cache: Redis holds every entry; each process keeps a copy of the entries it wrote or read, within a byte
 budget and never past the entry's Redis TTL, so a repeated request is answered from memory.
@@ -60,6 +61,11 @@ class _Lease:
     """What this process holds of one key's limits in one window, taken from Redis and not yet spent."""
 
     window: int
+    counter: str  # the window's Redis hash
+    rpm: int
+    tpm: int
+    req_share: int  # one lease of each limit
+    tok_share: int
     requests: int = 0
     tokens: int = 0
     refilling: bool = False
@@ -102,10 +108,12 @@ class Store:
                 raise
         return await self.client.call("EVAL", ADMIT_LUA, len(keys), *keys, *args)
 
-    def _lease(self, key_id: str, window: int) -> _Lease:
+    def _lease(self, key_id: str, window: int, rpm: int, tpm: int) -> _Lease:
         lease = self._leases.get(key_id)
         if lease is None or lease.window != window:
-            lease = self._leases[key_id] = _Lease(window)
+            share = self.lease_share
+            counter = f"rl:{key_id}:{window}"
+            lease = self._leases[key_id] = _Lease(window, counter, rpm, tpm, int(rpm * share), int(tpm * share))
         return lease
 
     def _cached_locally(self, cache_key: str) -> bytes | None:
@@ -127,19 +135,18 @@ class Store:
             return None, 0, None
         now = time.time()
         window = int(now // 60)
-        lease = self._lease(key_id, window)
+        lease = self._lease(key_id, window, rpm, tpm)
         need_req = 1 if rpm > 0 else 0
         need_tok = cost if tpm > 0 else 0
         # For a limit the lease cannot cover, Redis is asked for what this request needs plus a new lease.
-        take_req = 0 if lease.requests >= need_req else max(need_req, int(rpm * self.lease_share))
-        take_tok = 0 if lease.tokens >= need_tok else max(need_tok, int(tpm * self.lease_share))
+        take_req = 0 if lease.requests >= need_req else max(need_req, lease.req_share)
+        take_tok = 0 if lease.tokens >= need_tok else max(need_tok, lease.tok_share)
         cached = self._cached_locally(cache_key) if cache_key is not None else None
         local_hit = cached is not None
         if not take_req and not take_tok and (cache_key is None or local_hit):
-            self._spend(lease, key_id, rpm, tpm, need_req, need_tok)
+            self._spend(lease, need_req, need_tok)
             return None, 0, self._counted(cache_key, cached, local_hit)
-        counter = f"rl:{key_id}:{window}"
-        keys = (counter,) if cache_key is None or local_hit else (counter, cache_key)
+        keys = (lease.counter,) if cache_key is None or local_hit else (lease.counter, cache_key)
         result = None
         if self._available():
             try:
@@ -149,7 +156,7 @@ class Store:
         if result is None:
             # Fail open: the request is served; a lease that covers it is still spent.
             if not take_req and not take_tok:
-                self._spend(lease, key_id, rpm, tpm, need_req, need_tok)
+                self._spend(lease, need_req, need_tok)
             if cache_key is not None and not local_hit:
                 metrics.CACHE_ERROR.inc()
                 return None, 0, None
@@ -158,7 +165,7 @@ class Store:
         if refused:
             return refused, max(1, 60 * (window + 1) - int(now)), None
         self._add_to_lease(lease, result[1], result[2])
-        self._spend(lease, key_id, rpm, tpm, need_req, need_tok)
+        self._spend(lease, need_req, need_tok)
         if len(result) > 3 and result[4] is not None:
             pttl_ms, cached = result[3], result[4]
             assert cache_key is not None
@@ -173,24 +180,23 @@ class Store:
                 metrics.CACHE_LOCAL_HIT.inc()
         return cached
 
-    def _spend(self, lease: _Lease, key_id: str, rpm: int, tpm: int, need_req: int, need_tok: int) -> None:
+    def _spend(self, lease: _Lease, need_req: int, need_tok: int) -> None:
         """Takes this request from the lease; below half a lease, the next one is taken in the background."""
         lease.requests -= need_req
         lease.tokens -= need_tok
-        req_share, tok_share = int(rpm * self.lease_share), int(tpm * self.lease_share)
-        low_req = need_req and req_share > 1 and lease.requests < req_share // 2
-        low_tok = need_tok and tok_share > 1 and lease.tokens < tok_share // 2
+        low_req = need_req and lease.req_share > 1 and lease.requests < lease.req_share // 2
+        low_tok = need_tok and lease.tok_share > 1 and lease.tokens < lease.tok_share // 2
         if (low_req or low_tok) and not lease.refilling and not lease.dry and self._available():
             lease.refilling = True
             task = asyncio.get_running_loop().create_task(
-                self._refill(lease, key_id, rpm, tpm, req_share if low_req else 0, tok_share if low_tok else 0)
+                self._refill(lease, lease.req_share if low_req else 0, lease.tok_share if low_tok else 0)
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _refill(self, lease: _Lease, key_id: str, rpm: int, tpm: int, take_req: int, take_tok: int) -> None:
+    async def _refill(self, lease: _Lease, take_req: int, take_tok: int) -> None:
         try:
-            result = await self._eval_admit((f"rl:{key_id}:{lease.window}",), (rpm, tpm, 0, take_req, 0, take_tok))
+            result = await self._eval_admit((lease.counter,), (lease.rpm, lease.tpm, 0, take_req, 0, take_tok))
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return
@@ -227,13 +233,12 @@ class Store:
         for key_id, lease in self._leases.items():
             if lease.window != window or (lease.requests <= 0 and lease.tokens <= 0):
                 continue
-            counter = f"rl:{key_id}:{window}"
             try:
                 for field, unspent in (("req", lease.requests), ("tok", lease.tokens)):
                     if unspent > 0:
-                        await self.client.call("HINCRBY", counter, field, -unspent)
+                        await self.client.call("HINCRBY", lease.counter, field, -unspent)
                 # As the script does: a counter that Redis lost meanwhile must not come back without its expiry.
-                await self.client.call("EXPIRE", counter, 120)
+                await self.client.call("EXPIRE", lease.counter, 120)
             except (RedisError, OSError) as exc:
                 log.warning("could not give back the rate-limit lease of %s: %r", key_id, exc)
                 break
