@@ -68,9 +68,20 @@ def redis_server() -> Iterator[ManagedProcess]:
         yield proc
 
 
+def redis_url_of(server: ManagedProcess) -> str:
+    return f"redis://127.0.0.1:{server.port}/0"
+
+
 @pytest.fixture(scope="session")
 def redis_url(redis_server: ManagedProcess) -> str:
-    return f"redis://127.0.0.1:{redis_server.port}/0"
+    return redis_url_of(redis_server)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[ManagedProcess]:
+    """A Redis for one test, for counters no other test touches or a Redis the test stops."""
+    with processes.start_redis(processes.free_port()) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,17 @@ from serving import processes
 from serving.gateway.store import BACKOFF_S
 from serving.processes import ManagedProcess
 
-from .conftest import KEY, LIMITED_KEY, LIMITED_RPM, MODEL, TPM_KEY, GatewayFactory, metric, wait_for
+from .conftest import (
+    KEY,
+    LIMITED_KEY,
+    LIMITED_RPM,
+    MODEL,
+    TPM_KEY,
+    GatewayFactory,
+    metric,
+    redis_url_of,
+    wait_for,
+)
 
 COMPLETIONS = "/v1/completions"
 # Settings that send every request to Redis: no local copies of cache entries, no rate-limit leases.
@@ -74,17 +84,15 @@ def test_rpm_limit_holds_across_two_gateways(
 
 
 def test_leases_admit_no_more_than_the_limit_across_two_gateways(
-    start_gateway: GatewayFactory, upstream: ManagedProcess
+    start_gateway: GatewayFactory, upstream: ManagedProcess, own_redis: ManagedProcess
 ) -> None:
     limit, lease = 100, 10  # 10 % of the limit per lease
-    with processes.start_redis(processes.free_port()) as redis_proc:
-        url = f"redis://127.0.0.1:{redis_proc.port}/0"
-        gateways = [start_gateway(upstream.url, url, RATE_LIMIT_RPM=str(limit), RATE_LIMIT_LEASE_PERCENT="10")]
-        gateways.append(start_gateway(upstream.url, url, RATE_LIMIT_RPM=str(limit), RATE_LIMIT_LEASE_PERCENT="10"))
-        body = {"model": MODEL, "prompt": "x", "max_tokens": 1}
-        _wait_away_from_minute_boundary()
-        statuses = [_post(gateways[i % 2], body).status_code for i in range(limit + 30)]
-        counted = _redis(redis_proc.port, "HGET", f"rl:team-a:{int(time.time() // 60)}", "req")
+    limits = {"RATE_LIMIT_RPM": str(limit), "RATE_LIMIT_LEASE_PERCENT": "10"}
+    gateways = [start_gateway(upstream.url, redis_url_of(own_redis), **limits) for _ in "ab"]
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 1}
+    _wait_away_from_minute_boundary()
+    statuses = [_post(gateways[i % 2], body).status_code for i in range(limit + 30)]
+    counted = _redis(own_redis.port, "HGET", f"rl:team-a:{int(time.time() // 60)}", "req")
     assert set(statuses) == {200, 429}
     # Never more than the limit; less only by what a gateway holds unspent (at most a lease and a half each).
     assert limit - 2 * (lease + lease // 2) <= statuses.count(200) <= limit
@@ -94,21 +102,21 @@ def test_leases_admit_no_more_than_the_limit_across_two_gateways(
     assert leases <= limit // lease + 2
 
 
-def test_unspent_lease_is_given_back_at_shutdown(start_gateway: GatewayFactory, upstream: ManagedProcess) -> None:
-    with processes.start_redis(processes.free_port()) as redis_proc:
-        url = f"redis://127.0.0.1:{redis_proc.port}/0"
-        limits = {"RATE_LIMIT_RPM": "1000", "RATE_LIMIT_TPM": "100000", "RATE_LIMIT_LEASE_PERCENT": "10"}
-        gateway = start_gateway(upstream.url, url, **limits)
-        _wait_away_from_minute_boundary()
-        counter = f"rl:team-a:{int(time.time() // 60)}"
-        for _ in range(30):  # each costs 100 tokens: a 1-token prompt and max_tokens 99
-            assert _post(gateway, {"model": MODEL, "prompt": "x", "max_tokens": 99}).status_code == 200
-        # One round trip took one lease of each limit: 100 requests and 10,000 tokens.
-        assert _redis(redis_proc.port, "HMGET", counter, "req", "tok") == b"*2\r\n$3\r\n100\r\n$5\r\n10000\r\n"
-        assert metric(gateway.url, "gateway_rate_limit_leases_total") == 1
-        assert gateway.terminate() == 0
-        assert _redis(redis_proc.port, "HMGET", counter, "req", "tok") == b"*2\r\n$2\r\n30\r\n$4\r\n3000\r\n"
-        assert 0 < int(_redis(redis_proc.port, "TTL", counter)[1:]) <= 120
+def test_unspent_lease_is_given_back_at_shutdown(
+    start_gateway: GatewayFactory, upstream: ManagedProcess, own_redis: ManagedProcess
+) -> None:
+    limits = {"RATE_LIMIT_RPM": "1000", "RATE_LIMIT_TPM": "100000", "RATE_LIMIT_LEASE_PERCENT": "10"}
+    gateway = start_gateway(upstream.url, redis_url_of(own_redis), **limits)
+    _wait_away_from_minute_boundary()
+    counter = f"rl:team-a:{int(time.time() // 60)}"
+    for _ in range(30):  # each costs 100 tokens: a 1-token prompt and max_tokens 99
+        assert _post(gateway, {"model": MODEL, "prompt": "x", "max_tokens": 99}).status_code == 200
+    # One round trip took one lease of each limit: 100 requests and 10,000 tokens.
+    assert _redis(own_redis.port, "HMGET", counter, "req", "tok") == b"*2\r\n$3\r\n100\r\n$5\r\n10000\r\n"
+    assert metric(gateway.url, "gateway_rate_limit_leases_total") == 1
+    assert gateway.terminate() == 0
+    assert _redis(own_redis.port, "HMGET", counter, "req", "tok") == b"*2\r\n$2\r\n30\r\n$4\r\n3000\r\n"
+    assert 0 < int(_redis(own_redis.port, "TTL", counter)[1:]) <= 120
 
 
 def test_tpm_limit_counts_prompt_and_max_tokens(gateway: ManagedProcess) -> None:
@@ -149,18 +157,18 @@ def test_deterministic_request_cached_in_redis_then_copied_locally(
     assert metric(gateway.url, "gateway_requests_total", 'status="499"') == 0
 
 
-def test_local_copy_ends_with_the_redis_entry(start_gateway: GatewayFactory, upstream: ManagedProcess) -> None:
-    with processes.start_redis(processes.free_port()) as redis_proc:
-        url = f"redis://127.0.0.1:{redis_proc.port}/0"
-        writer, reader = (start_gateway(upstream.url, url, CACHE_TTL_S="2") for _ in range(2))
-        body = {"model": MODEL, "prompt": "short-lived", "max_tokens": 2, "temperature": 0}
-        assert _post(writer, body).headers["x-cache"] == "miss"
-        wait_for(lambda: _post(writer, body).headers["x-cache"] == "hit")
-        time.sleep(1.2)
-        # The reader copies the entry with what is left of its TTL, not a fresh one.
-        assert _post(reader, body).headers["x-cache"] == "hit"
-        time.sleep(1.0)
-        assert _post(reader, body).headers["x-cache"] == "miss"
+def test_local_copy_ends_with_the_redis_entry(
+    start_gateway: GatewayFactory, upstream: ManagedProcess, own_redis: ManagedProcess
+) -> None:
+    writer, reader = (start_gateway(upstream.url, redis_url_of(own_redis), CACHE_TTL_S="2") for _ in "ab")
+    body = {"model": MODEL, "prompt": "short-lived", "max_tokens": 2, "temperature": 0}
+    assert _post(writer, body).headers["x-cache"] == "miss"
+    wait_for(lambda: _post(writer, body).headers["x-cache"] == "hit")
+    time.sleep(1.2)
+    # The reader copies the entry with what is left of its TTL, not a fresh one.
+    assert _post(reader, body).headers["x-cache"] == "hit"
+    time.sleep(1.0)
+    assert _post(reader, body).headers["x-cache"] == "miss"
 
 
 def test_non_deterministic_request_not_cached(gateway: ManagedProcess, redis_server: ManagedProcess) -> None:
@@ -197,20 +205,21 @@ def test_streamed_request_replayed_from_cache_as_sse(gateway: ManagedProcess, up
     assert metric(upstream.url, "vllm:generation_tokens_total") == generated
 
 
-def test_cache_fails_open_when_redis_stops(start_gateway: GatewayFactory, upstream: ManagedProcess) -> None:
-    with processes.start_redis(processes.free_port()) as redis_proc:
-        gateway = start_gateway(upstream.url, f"redis://127.0.0.1:{redis_proc.port}/0")
-        body = {"model": MODEL, "prompt": "fail open", "max_tokens": 2, "temperature": 0}
-        assert _post(gateway, body).headers["x-cache"] == "miss"
-        assert _post(gateway, body).headers["x-cache"] == "hit"
-        assert metric(gateway.url, "gateway_cache_requests_total", 'result="error"') == 0
-        redis_proc.terminate()
-        # What the worker copied from Redis is still answered from memory.
-        assert _post(gateway, body).headers["x-cache"] == "hit"
-        for prompt in ("after stop", "after stop", "another"):
-            resp = _post(gateway, {**body, "prompt": prompt})
-            assert resp.status_code == 200, resp.text
-            assert resp.json()["choices"][0]["text"]
+def test_cache_fails_open_when_redis_stops(
+    start_gateway: GatewayFactory, upstream: ManagedProcess, own_redis: ManagedProcess
+) -> None:
+    gateway = start_gateway(upstream.url, redis_url_of(own_redis))
+    body = {"model": MODEL, "prompt": "fail open", "max_tokens": 2, "temperature": 0}
+    assert _post(gateway, body).headers["x-cache"] == "miss"
+    assert _post(gateway, body).headers["x-cache"] == "hit"
+    assert metric(gateway.url, "gateway_cache_requests_total", 'result="error"') == 0
+    own_redis.terminate()
+    # What the worker copied from Redis is still answered from memory.
+    assert _post(gateway, body).headers["x-cache"] == "hit"
+    for prompt in ("after stop", "after stop", "another"):
+        resp = _post(gateway, {**body, "prompt": prompt})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["choices"][0]["text"]
     assert metric(gateway.url, "gateway_cache_requests_total", 'result="error"') >= 3
 
 
