@@ -45,6 +45,8 @@ def _allow(actions: list[str], resource: str | list[str] = "*", condition: dict 
     return statement
 
 
+# The controller's reference policy at the chart's appVersion (kubernetes-sigs/aws-load-balancer-controller
+# docs/install/iam_policy.json, recorded in components/upstream/): the tests require every action it grants.
 LOAD_BALANCER_CONTROLLER_POLICY: list[iam.Statement] = [
     _allow(
         ["iam:CreateServiceLinkedRole"],
@@ -67,7 +69,9 @@ LOAD_BALANCER_CONTROLLER_POLICY: list[iam.Statement] = [
     _allow(
         [
             "cognito-idp:DescribeUserPoolClient", "acm:ListCertificates", "acm:DescribeCertificate",
-            "iam:ListServerCertificates", "iam:GetServerCertificate", "wafv2:GetWebACL",
+            "iam:ListServerCertificates", "iam:GetServerCertificate", "waf-regional:GetWebACL",
+            "waf-regional:GetWebACLForResource", "waf-regional:AssociateWebACL", "waf-regional:DisassociateWebACL",
+            "wafv2:GetWebACL",
             "wafv2:GetWebACLForResource", "wafv2:AssociateWebACL", "wafv2:DisassociateWebACL",
             "shield:GetSubscriptionState", "shield:DescribeProtection", "shield:CreateProtection",
             "shield:DeleteProtection",
@@ -117,7 +121,7 @@ LOAD_BALANCER_CONTROLLER_POLICY: list[iam.Statement] = [
             f"{_ELB}:ModifyLoadBalancerAttributes", f"{_ELB}:SetIpAddressType", f"{_ELB}:SetSecurityGroups",
             f"{_ELB}:SetSubnets", f"{_ELB}:DeleteLoadBalancer", f"{_ELB}:ModifyTargetGroup",
             f"{_ELB}:ModifyTargetGroupAttributes", f"{_ELB}:DeleteTargetGroup",
-            f"{_ELB}:ModifyListenerAttributes", f"{_ELB}:ModifyCapacityReservation",
+            f"{_ELB}:ModifyListenerAttributes", f"{_ELB}:ModifyCapacityReservation", f"{_ELB}:ModifyIpPools",
         ],
         condition=_OWN_RESOURCE,
     ),

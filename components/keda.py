@@ -4,12 +4,18 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
+import yaml
 
 from components.cluster import SYSTEM_NODE_LABEL
 from components.helm import pinned_release
 from components.versions import KEDA
 
 KEDA_NAMESPACE = "keda"
+KEDA_PODS = ("operator", "metricServer", "webhooks")
+# The chart sets a 1-CPU limit on each pod (keda values.yaml); a throttled metrics server delays every HPA read
+# of the serving metrics, so the limit goes. Helm merges maps key by key: only a `null` removes a chart default,
+# and the Python SDK drops nulls from `values` (pulumi/pulumi#12178), so the null travels in a values file.
+NO_CPU_LIMITS = yaml.safe_dump({"resources": {pod: {"limits": {"cpu": None}} for pod in KEDA_PODS}})
 
 
 @dataclass(frozen=True)
@@ -40,5 +46,6 @@ class Keda(pulumi.ComponentResource):
                 },
             },
             pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider),
+            value_yaml_files=[pulumi.StringAsset(NO_CPU_LIMITS)],
         )
         self.register_outputs({})

@@ -19,7 +19,7 @@ from components.versions import KUBE_PROMETHEUS_STACK
 
 NAMESPACE = contracts.MONITORING_NAMESPACE
 # The chart names its objects after the release when the release name contains the chart name.
-RELEASE_NAME = KUBE_PROMETHEUS_STACK.chart
+RELEASE_NAME = KUBE_PROMETHEUS_STACK.name
 PROMETHEUS_URL = f"http://{RELEASE_NAME}-prometheus.{NAMESPACE}.svc.cluster.local:9090"
 GRAFANA_SERVICE = f"{RELEASE_NAME}-grafana"
 GRAFANA_ADMIN_SECRET = "grafana-admin"

@@ -24,8 +24,10 @@ EXIT_MARGIN_S = 10
 NODE_AND_IMAGE_WINDOW_S = 15 * 60
 # Activation metric the gateway exports while it holds requests and no vLLM pod is ready.
 GATEWAY_PENDING_METRIC = "gateway_pending_requests"
-# Quantization methods vLLM 0.33 accepts for `--quantization` that fit a single L4/A10G-class GPU.
-Quantization = Literal["awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "compressed-tensors", "bitsandbytes"]
+# Quantization methods for `--quantization` that fit a single L4/A10G-class GPU; the tests hold them to the
+# pinned vLLM's QUANTIZATION_METHODS (components/upstream/vllm.json). vLLM 0.33 has no bitsandbytes method: the
+# engine would refuse it at start-up (get_quantization_config), after the node and image pull were paid for.
+Quantization = Literal["awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "compressed-tensors"]
 
 
 def _generation_config(value: str) -> str:
@@ -106,7 +108,8 @@ def model_uri(config: VllmConfig, bucket: str) -> str:
 
 
 def vllm_arguments(config: VllmConfig, model: str) -> list[str]:
-    """`vllm serve` arguments (the image's entrypoint), exact flag names of vLLM 0.33."""
+    """`vllm serve` arguments (the image's entrypoint): exact, current flag names of the pinned vLLM, which the
+    tests check against its recorded parser (components/upstream/vllm.json)."""
     args = [
         model,
         "--host", "0.0.0.0",
@@ -116,7 +119,7 @@ def vllm_arguments(config: VllmConfig, model: str) -> list[str]:
         "--max-num-seqs", str(config.max_num_seqs),
         "--gpu-memory-utilization", str(config.gpu_memory_utilization),
         "--tensor-parallel-size", str(config.gpus_per_pod),
-        "--enable-prefix-caching" if config.enable_prefix_caching else "--no-enable-prefix-caching",
+        "--enable-prefix-caching" if config.enable_prefix_caching else "--disable-prefix-caching",
         "--generation-config", config.generation_config,
         "--shutdown-timeout", str(config.shutdown_timeout_s),
     ]

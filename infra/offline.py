@@ -78,7 +78,7 @@ class Graph:
 
 def plain(value: Any) -> Any:
     """An engine value as JSON data: secrets masked, unknowns null, whole floats as ints (the engine sends
-    every number as a float), resource references as their URN."""
+    every number as a float), resource references as their URN, a string asset (a Helm values file) as its text."""
     if rpc.is_rpc_secret(value):
         return SECRET_MASK
     if isinstance(value, dict):
@@ -87,6 +87,8 @@ def plain(value: Any) -> Any:
         return [plain(item) for item in value]
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, pulumi.StringAsset):
+        return {"text": value.text}
     if isinstance(value, pulumi.Resource):
         return _sync_await(value.urn.future())
     if isinstance(value, str | int | float | bool) or value is None:

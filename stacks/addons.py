@@ -51,6 +51,7 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             cluster_name=core.cluster.cluster_name,
             node_role_name=karpenter.node_role_name,
             kubernetes_provider=provider,
+            tags=core.tags,
             depends_on=[karpenter.crds, karpenter.controller],
         ),
     )

@@ -18,7 +18,7 @@ from components.edge import EdgeConfig
 from components.gateway import GatewayConfig
 from components.model_store import ModelStoreConfig
 from components.network import NetworkConfig
-from components.node_pools import CpuPoolConfig, GpuPoolConfig
+from components.node_pools import KARPENTER_RESERVED_TAGS, CpuPoolConfig, GpuPoolConfig
 from components.observability import ObservabilityConfig
 from components.vllm import ScalingConfig, VllmConfig
 
@@ -89,4 +89,7 @@ class PlatformConfig(StrictModel):
         for key, value in self.tags.items():
             if key.startswith("aws:") or not 0 < len(key) <= 128 or len(value) > 256:
                 raise ValueError(f"tag {key!r}: keys are 1-128 characters not starting with 'aws:', values <= 256")
+            if key.startswith(KARPENTER_RESERVED_TAGS):
+                reserved = ", ".join(KARPENTER_RESERVED_TAGS)
+                raise ValueError(f"tag {key!r}: Karpenter sets it on its nodes; keys may not start with {reserved}")
         return self

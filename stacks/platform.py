@@ -30,6 +30,16 @@ class PlatformCore:
     model_store: ModelStore
     edge: Edge
 
+    @property
+    def tags(self) -> dict[str, str]:
+        return stack_tags(self.config, self.project, self.stack)
+
+
+def stack_tags(config: PlatformConfig, project: str, stack: str) -> dict[str, str]:
+    """Cost-allocation tags on everything the stack creates: AWS resources get them as the provider's default
+    tags, instances Karpenter launches through their EC2NodeClass."""
+    return {"Project": project, "Stack": stack, "ManagedBy": "pulumi", **config.tags}
+
 
 def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str, pulumi.Input[object]]:
     """Declare every resource of the stack; returns the stack outputs (secrets already marked)."""
@@ -38,7 +48,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
     aws_provider = aws.Provider(
         "aws",
         region=config.region,
-        default_tags={"tags": {"Project": project, "Stack": stack, "ManagedBy": "pulumi", **config.tags}},
+        default_tags={"tags": stack_tags(config, project, stack)},
     )
     on_aws = pulumi.ResourceOptions(providers=[aws_provider])
 
