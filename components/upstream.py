@@ -149,7 +149,7 @@ def ami_alias_problems(alias: str, allow_latest: bool, data: dict[str, Any] | No
     data = data if data is not None else facts("eks-ami")
     if version not in ami_release_tags(data):
         return [f"{alias}: {version} is not a recorded awslabs/amazon-eks-ami release"]
-    if alias.startswith("al2023@") and not data["pinnedReleases"].get(version, {}).get("amis"):
+    if alias.startswith("al2023@") and not any(data["pinnedReleases"].get(version, {}).get("amis", {}).values()):
         return [f"{alias}: no AL2023 AMIs recorded for release {version}"]
     return []
 

@@ -1,13 +1,14 @@
 """Regenerate the recorded upstream facts in components/upstream/ for the pins in components/versions.py.
 
     python scripts/refresh-upstream.py                      # everything, over the network
-    python scripts/refresh-upstream.py --only charts,ami    # some of: charts, karpenter, lbc, ami, vllm, images
+    python scripts/refresh-upstream.py --only charts,ami    # some of: charts, karpenter, lbc, ami, vllm, images, aws
     python scripts/refresh-upstream.py --mirror aws/eks-charts=/path/to/git/dir ...   # read a repo from a local git
 
 Sources (all public, no credentials): chart repositories' index.yaml and charts' Chart.yaml/values.yaml on GitHub
 at the release tag; aws/karpenter-provider-aws's reference CloudFormation (controller IAM policy); the load balancer
 controller's docs/install/iam_policy.json at the chart's appVersion; awslabs/amazon-eks-ami release tags and
-CHANGELOG; Docker Hub for image tags; and vLLM's own argument parser, from `vllm==<pinned>` installed into a
+CHANGELOG; Docker Hub for image tags; EKS and ElastiCache versions from two read-only AWS describe calls (your
+credentials); and vLLM's own argument parser, from `vllm==<pinned>` installed into a
 throwaway virtualenv (`--vllm-venv`, CPU is enough; the wheel pulls torch, several GB). Not run by the tests:
 the tests read what this writes. Review the diff, then run `./tasks.sh test`.
 """
@@ -228,19 +229,22 @@ def lbc_facts(sources: Sources, charts: dict[str, Any]) -> dict[str, Any]:
 
 
 def ami_facts(sources: Sources) -> dict[str, Any]:
-    """EKS AMI releases (tags vYYYYMMDD), and for each pinned release the AL2023 AMIs it lists for our Kubernetes."""
+    """EKS AMI releases (tags vYYYYMMDD), and for each pinned release the x86_64 AL2023 AMIs it lists for each
+    Kubernetes version the cluster config allows."""
     tags = sorted(tag for tag in sources.tags(EKS_AMI_REPO) if AMI_TAG.match(tag))
     pinned = sorted({alias.split("@")[1] for alias in (versions.GPU_AMI_ALIAS_PROD, versions.CPU_AMI_ALIAS_PROD)})
     # A release's notes land in CHANGELOG.md after its tag: read them on the default branch.
     commit = sources.commit(EKS_AMI_REPO, "HEAD" if EKS_AMI_REPO in sources.mirrors else "main")
     changelog = sources.text(EKS_AMI_REPO, commit, "CHANGELOG.md")
-    k8s = versions.KUBERNETES_VERSION
     releases = {}
     for tag in pinned:
         if tag not in tags:
             raise SystemExit(f"{tag} is not an {EKS_AMI_REPO} release; recent ones: {', '.join(tags[-8:])}")
-        names = sorted(set(re.findall(rf"amazon-eks-node-al2023-x86_64-(?:nvidia|standard)-{k8s}-{tag}", changelog)))
-        releases[tag] = {"kubernetes": k8s, "amis": names, "source": source(EKS_AMI_REPO, commit, "CHANGELOG.md")}
+        amis = {
+            k8s: sorted(set(re.findall(rf"amazon-eks-node-al2023-x86_64-(?:nvidia|standard)-{k8s}-{tag}", changelog)))
+            for k8s in versions.SUPPORTED_KUBERNETES_VERSIONS
+        }
+        releases[tag] = {"amis": amis, "source": source(EKS_AMI_REPO, commit, "CHANGELOG.md")}
     return {
         "source": {"repo": EKS_AMI_REPO, "url": f"https://github.com/{EKS_AMI_REPO}/releases", "what": "git tags"},
         "releaseTags": tags[-30:],
@@ -309,6 +313,37 @@ def image_facts() -> dict[str, Any]:
     return images
 
 
+def aws_facts(region: str) -> dict[str, Any]:
+    """EKS Kubernetes versions with their support dates, and ElastiCache's Redis OSS engine versions: two read-only
+    describe calls with the caller's AWS credentials (boto3, from the project's dev dependencies)."""
+    import boto3
+
+    eks = boto3.client("eks", region_name=region)
+    described = [v for page in eks.get_paginator("describe_cluster_versions").paginate(includeAll=True)
+                 for v in page["clusterVersions"]]
+    elasticache = boto3.client("elasticache", region_name=region)
+    engines = [v["EngineVersion"] for page in elasticache.get_paginator("describe_cache_engine_versions").paginate(
+        Engine="redis") for v in page["CacheEngineVersions"]]
+
+    def day(value: Any) -> str | None:
+        return value.date().isoformat() if value else None
+
+    return {
+        "eks": {
+            "source": {"url": "https://docs.aws.amazon.com/eks/latest/APIReference/API_DescribeClusterVersions.html",
+                       "region": region},
+            "versions": {v["clusterVersion"]: {"endOfStandardSupport": day(v.get("endOfStandardSupportDate")),
+                                               "endOfExtendedSupport": day(v.get("endOfExtendedSupportDate"))}
+                         for v in sorted(described, key=lambda v: version_key(v["clusterVersion"]))},
+        },
+        "elasticacheRedis": {
+            "source": {"url": "https://docs.aws.amazon.com/AmazonElastiCache/latest/APIReference/"
+                              "API_DescribeCacheEngineVersions.html", "region": region},
+            "engineVersions": sorted(set(engines), key=version_key),
+        },
+    }
+
+
 def write(name: str, facts: dict[str, Any], checked: str) -> None:
     path = FACTS_DIR / f"{name}.json"
     path.write_text(json.dumps({"checked": checked, **facts}, indent=2, sort_keys=False) + "\n")
@@ -317,7 +352,8 @@ def write(name: str, facts: dict[str, Any], checked: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="charts,karpenter,lbc,ami,vllm,images")
+    parser.add_argument("--only", default="charts,karpenter,lbc,ami,vllm,images,aws")
+    parser.add_argument("--region", default="us-west-2", help="for the AWS service facts (needs credentials)")
     parser.add_argument("--mirror", action="append", default=[], help="owner/name=git-dir, read instead of GitHub")
     parser.add_argument("--vllm-venv", type=Path, default=Path("/tmp/vllm-venv"))
     parser.add_argument("--checked", default=datetime.date.today().isoformat(), help="date recorded as checked")
@@ -337,6 +373,8 @@ def main() -> None:
         write("vllm", vllm_facts(args.vllm_venv), args.checked)
     if "images" in only:
         write("images", {"images": image_facts()}, args.checked)
+    if "aws" in only:
+        write("aws", aws_facts(args.region), args.checked)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from infra.offline import Graph
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 NODE_CLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
-FACT_FILES = ("charts", "karpenter-controller-policy", "lb-controller-iam-policy", "eks-ami", "vllm", "images")
+FACT_FILES = ("charts", "karpenter-controller-policy", "lb-controller-iam-policy", "eks-ami", "vllm", "images", "aws")
 
 
 def _sources(data: Any) -> list[dict[str, Any]]:
@@ -47,6 +47,16 @@ def test_every_pin_has_recorded_facts_at_its_version() -> None:
     assert upstream.facts("vllm")["version"] == versions.VLLM_VERSION
     assert f"vllm/vllm-openai:v{upstream.facts('vllm')['version']}" == versions.VLLM_IMAGE
     assert upstream.facts("images")["images"][versions.VLLM_IMAGE]["exists"] is True
+
+
+def test_aws_service_versions_are_offered() -> None:
+    aws = upstream.facts("aws")
+    eks = aws["eks"]["versions"]
+    assert versions.ELASTICACHE_REDIS_VERSION in aws["elasticacheRedis"]["engineVersions"]
+    # As of the check date: the default in standard support, every allowed version at least in extended support.
+    assert eks[versions.KUBERNETES_VERSION]["endOfStandardSupport"] > aws["checked"]
+    for kubernetes in versions.SUPPORTED_KUBERNETES_VERSIONS:
+        assert eks[kubernetes]["endOfExtendedSupport"] > aws["checked"], kubernetes
 
 
 # --- Helm charts -------------------------------------------------------------------------------------------------
@@ -228,10 +238,14 @@ def test_ami_check_reports_a_date_that_is_no_release() -> None:
     assert upstream.ami_alias_problems(versions.GPU_AMI_ALIAS_PROD, allow_latest=False, data=data)
 
 
-def test_pinned_release_lists_amis_for_the_clusters_kubernetes() -> None:
-    release = upstream.facts("eks-ami")["pinnedReleases"][versions.GPU_AMI_ALIAS_PROD.split("@")[1]]
-    assert release["kubernetes"] == versions.KUBERNETES_VERSION
-    assert {name.split("-")[5] for name in release["amis"]} == {"nvidia", "standard"}
+@pytest.mark.parametrize("alias", [versions.GPU_AMI_ALIAS_PROD, versions.CPU_AMI_ALIAS_PROD])
+def test_pinned_release_has_nvidia_and_standard_amis_for_every_allowed_kubernetes(alias: str) -> None:
+    release = alias.split("@")[1]
+    amis = upstream.facts("eks-ami")["pinnedReleases"][release]["amis"]
+    for kubernetes in versions.SUPPORTED_KUBERNETES_VERSIONS:
+        assert sorted(amis[kubernetes]) == [
+            f"amazon-eks-node-al2023-x86_64-{kind}-{kubernetes}-{release}" for kind in ("nvidia", "standard")
+        ]
 
 
 # --- vLLM --------------------------------------------------------------------------------------------------------
