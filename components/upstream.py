@@ -64,7 +64,8 @@ def release_problems(release: dict[str, Any], recorded: dict[str, ChartFact]) ->
     return problems
 
 
-def _listed(value: Any) -> list[Any]:
+def as_list(value: Any) -> list[Any]:
+    """An IAM field that may be one value or a list of them, as a list."""
     return value if isinstance(value, list) else [value]
 
 
@@ -98,7 +99,7 @@ def _condition_problems(sid: str, reference: dict[str, Any], ours: dict[str, Any
             mine = ours.get(operator, {}).get(key)
             if mine is None:
                 problems.append(f"{sid}: condition {operator} {key} missing")
-            elif not set(_listed(mine)) <= set(_listed(allowed)):
+            elif not set(as_list(mine)) <= set(as_list(allowed)):
                 problems.append(f"{sid}: condition {operator} {key} allows {mine}, reference only {allowed}")
     return problems
 
@@ -108,8 +109,8 @@ def _grants(statement: Statement, action: str, reference: Statement, label: str)
     tight as the reference's."""
     return (
         statement.get("Effect") == reference.get("Effect")
-        and action in _listed(statement["Action"])
-        and sorted(_listed(statement["Resource"])) == sorted(_listed(reference["Resource"]))
+        and action in as_list(statement["Action"])
+        and sorted(as_list(statement["Resource"])) == sorted(as_list(reference["Resource"]))
         and not _condition_problems(label, reference.get("Condition", {}), statement.get("Condition", {}))
     )
 
@@ -122,7 +123,7 @@ def policy_gaps(reference: list[Statement], ours: list[Statement]) -> list[str]:
     problems = []
     for index, statement in enumerate(reference):
         label = statement.get("Sid") or f"statement {index}"
-        for action in _listed(statement["Action"]):
+        for action in as_list(statement["Action"]):
             if not any(_grants(mine, action, statement, label) for mine in ours):
                 problems.append(f"{label}: {action} on {statement['Resource']} is not granted as the reference does")
         if label in by_sid:
@@ -132,8 +133,8 @@ def policy_gaps(reference: list[Statement], ours: list[Statement]) -> list[str]:
 
 def extra_actions(reference: list[Statement], ours: list[Statement]) -> list[str]:
     """Actions ours grants that the reference never does."""
-    allowed = {action for statement in reference for action in _listed(statement["Action"])}
-    return sorted({action for statement in ours for action in _listed(statement["Action"])} - allowed)
+    allowed = {action for statement in reference for action in as_list(statement["Action"])}
+    return sorted({action for statement in ours for action in as_list(statement["Action"])} - allowed)
 
 
 def ami_release_tags(data: dict[str, Any] | None = None) -> set[str]:

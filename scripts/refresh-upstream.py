@@ -137,10 +137,25 @@ def oci_chart(sources: Sources, chart: versions.HelmChart, repo: str, directory:
     meta = yaml.safe_load(sources.text(repo, commit, f"{directory}/Chart.yaml"))
     if meta["version"] != chart.version:
         raise SystemExit(f"{chart.name}: {repo} {directory}/Chart.yaml is at {meta['version']}, pin is {chart.version}")
-    return {
+    fact = {
         "form": "oci", "chart": chart.chart, "name": meta["name"], "versions": [chart.version],
         "appVersion": str(meta["appVersion"]), "source": source(repo, commit, f"{directory}/Chart.yaml"),
     }
+    if repo not in sources.mirrors:
+        fact["registry"] = oci_manifest(chart.chart, chart.version)
+    return fact
+
+
+def oci_manifest(reference: str, version: str) -> dict[str, str]:
+    """The chart's manifest in the registry, fetched anonymously as Helm would (public.ecr.aws token endpoint)."""
+    registry, _, repository = reference.removeprefix("oci://").partition("/")
+    token = json.loads(http(f"https://{registry}/token/?scope=repository:{repository}:pull"))["token"]
+    url = f"https://{registry}/v2/{repository}/manifests/{version}"
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {token}", "Accept": "application/vnd.oci.image.manifest.v1+json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:  # a 404 raises: the version is not published
+        return {"url": url, "digest": str(response.headers.get("Docker-Content-Digest", ""))}
 
 
 def index_chart(

@@ -142,7 +142,7 @@ def test_karpenter_controller_policy_covers_the_reference_policy(graph: Graph) -
 
 
 def test_karpenter_health_checks_can_read_instance_status(graph: Graph) -> None:
-    actions = {a for s in _role_policy(graph, "karpenter-controller") for a in upstream._listed(s["Action"])}
+    actions = {a for s in _role_policy(graph, "karpenter-controller") for a in upstream.as_list(s["Action"])}
     assert "ec2:DescribeInstanceStatus" in actions
 
 
