@@ -59,12 +59,15 @@ class AppsArgs:
     namespace: pulumi.Input[str]
     gateway_url: str
     kubernetes_provider: k8s.Provider
+    # The CPU NodePool the pods schedule on.
+    capacity: list[pulumi.Resource]
 
 
 class Apps(pulumi.ComponentResource):
     def __init__(self, name: str, args: AppsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:components:Apps", name, None, opts)
         on_cluster = pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider)
+        on_pool = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=args.capacity))
         for app in args.apps:
             labels = {contracts.APP_NAME_LABEL: app.name}
             metadata = as_manifest({"name": app.name, "namespace": args.namespace, "labels": labels})
@@ -90,7 +93,7 @@ class Apps(pulumi.ComponentResource):
                         "spec": cpu_pod_spec(container, APP_GRACE_PERIOD_S, [{"name": "tmp", "emptyDir": {}}]),
                     },
                 }),
-                opts=autoscaled(on_cluster),
+                opts=autoscaled(on_pool),
             )
             k8s.core.v1.Service(
                 f"{name}-{app.name}",

@@ -116,6 +116,10 @@ class GatewayArgs:
     redis_port: pulumi.Input[int]
     redis_auth_token: pulumi.Input[str]
     kubernetes_provider: k8s.Provider
+    # The CPU NodePool the pods schedule on.
+    capacity: list[pulumi.Resource]
+    # The AWS Load Balancer Controller release: its webhooks must admit the Ingress, its finalizer remove the ALB.
+    load_balancer_controller: pulumi.Resource
     domain: str | None = None
     certificate_arn: pulumi.Input[str] | None = None
     web_acl_arn: pulumi.Input[str] | None = None
@@ -208,7 +212,7 @@ class Gateway(pulumi.ComponentResource):
                     "spec": cpu_pod_spec(container, gateway_grace_period_s(config), volumes),
                 },
             }),
-            opts=autoscaled(on_cluster),
+            opts=autoscaled(pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=args.capacity))),
         )
         service = k8s.core.v1.Service(
             f"{name}-service",
@@ -244,7 +248,9 @@ class Gateway(pulumi.ComponentResource):
                     }]},
                 }],
             }),
-            opts=on_cluster,
+            opts=pulumi.ResourceOptions.merge(
+                on_cluster, pulumi.ResourceOptions(depends_on=[args.load_balancer_controller])
+            ),
         )
 
         self.in_cluster_url = (

@@ -16,6 +16,7 @@ KEDA_NAMESPACE = "keda"
 class KedaArgs:
     operator_replicas: int
     kubernetes_provider: k8s.Provider
+    system_nodes: pulumi.Resource
 
 
 class Keda(pulumi.ComponentResource):
@@ -39,6 +40,8 @@ class Keda(pulumi.ComponentResource):
                     "webhooks": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
                 },
             },
-            pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider),
+            pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider, depends_on=[args.system_nodes]),
+            # Operator, metrics server and admission webhooks: three Deployments pulled onto the system nodes.
+            timeout_s=600,
         )
         self.register_outputs({})

@@ -276,6 +276,10 @@ class NodePoolsArgs:
 
 
 class NodePools(pulumi.ComponentResource):
+    # Workloads depend on the pool they schedule on, so they start after it and go before it on destroy.
+    gpu_pool: k8s.apiextensions.CustomResource
+    cpu_pool: k8s.apiextensions.CustomResource
+
     def __init__(self, name: str, args: NodePoolsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:components:NodePools", name, None, opts)
         on_cluster = pulumi.ResourceOptions(
@@ -297,6 +301,6 @@ class NodePools(pulumi.ComponentResource):
             for spec in (gpu_node_class_spec(args.gpu_pool), cpu_node_class_spec(args.cpu_pool))
         ]
         with_classes = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=node_classes))
-        for manifest in (gpu_node_pool(args.gpu_pool), cpu_node_pool(args.cpu_pool)):
-            declare(manifest, with_classes)
+        self.gpu_pool = declare(gpu_node_pool(args.gpu_pool), with_classes)
+        self.cpu_pool = declare(cpu_node_pool(args.cpu_pool), with_classes)
         self.register_outputs({})

@@ -281,6 +281,7 @@ class ObservabilityArgs:
     config: ObservabilityConfig
     monthly_budget_usd: float
     kubernetes_provider: k8s.Provider
+    system_nodes: pulumi.Resource
 
 
 class Observability(pulumi.ComponentResource):
@@ -312,7 +313,12 @@ class Observability(pulumi.ComponentResource):
             KUBE_PROMETHEUS_STACK,
             NAMESPACE,
             stack_values(args.config),
-            pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[admin_secret])),
+            pulumi.ResourceOptions.merge(
+                in_namespace, pulumi.ResourceOptions(depends_on=[admin_secret, args.system_nodes])
+            ),
+            # Operator (with its admission-webhook certificate jobs), Prometheus, Alertmanager, Grafana,
+            # kube-state-metrics and node exporters: a dozen images on nodes that just joined.
+            timeout_s=900,
         )
         after_crds = pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[self.release]))
 

@@ -198,6 +198,8 @@ class VllmArgs:
     prometheus_url: str
     kubernetes_provider: k8s.Provider
     crd_providers: list[pulumi.Resource] = field(default_factory=list)
+    # The GPU NodePool (and device plugin): pods start only once Karpenter can give them a GPU node.
+    capacity: list[pulumi.Resource] = field(default_factory=list)
 
 
 class VllmServer(pulumi.ComponentResource):
@@ -265,7 +267,7 @@ class VllmServer(pulumi.ComponentResource):
                 pulumi.ResourceOptions.merge(
                     on_cluster,
                     pulumi.ResourceOptions(
-                        depends_on=[account],
+                        depends_on=[account, *args.capacity],
                         custom_timeouts=pulumi.CustomTimeouts(create=rollout_timeout, update=rollout_timeout),
                     ),
                 )

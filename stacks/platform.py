@@ -34,6 +34,8 @@ class PlatformCore:
 def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str, pulumi.Input[object]]:
     """Declare every resource of the stack; returns the stack outputs (secrets already marked)."""
     cluster_name = config.cluster.name or f"llm-{stack}"
+    # Prod also protects its state (secrets key, model bucket and key, Redis): `pulumi destroy` and replacements
+    # stop at them until `pulumi state unprotect`; dev stays destroyable in one command.
     production = config.profile == "prod"
     aws_provider = aws.Provider(
         "aws",
@@ -55,6 +57,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
             public_subnet_ids=network.public_subnet_ids,
             private_subnet_ids=network.private_subnet_ids,
             key_deletion_window_days=30 if production else 7,
+            protect=production,
         ),
         on_aws,
     )
@@ -65,6 +68,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
             vpc_id=network.vpc_id,
             subnet_ids=network.private_subnet_ids,
             client_security_group_id=cluster.cluster_security_group_id,
+            protect=production,
         ),
         on_aws,
     )
@@ -74,6 +78,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
         ModelStoreArgs(
             config=config.model_store,
             bucket_name=config.model_store.bucket_name or f"{project}-{stack}-models-{account_id}",
+            protect=production,
         ),
         on_aws,
     )
@@ -86,6 +91,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
             vpc_id=network.vpc_id,
             controller_replicas=2 if production else 1,
             kubernetes_provider=cluster.provider,
+            system_nodes=cluster.system_nodes,
         ),
         on_aws,
     )

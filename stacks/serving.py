@@ -39,6 +39,7 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
             prometheus_url=addons.prometheus_url,
             kubernetes_provider=provider,
             crd_providers=addons.crd_providers,
+            capacity=addons.gpu_capacity,
         ),
         on_aws,
     )
@@ -54,6 +55,8 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
             redis_port=core.cache.port,
             redis_auth_token=core.cache.auth_token,
             kubernetes_provider=provider,
+            capacity=addons.cpu_capacity,
+            load_balancer_controller=core.edge.controller,
             domain=core.config.edge.domain,
             certificate_arn=core.edge.certificate_arn,
             web_acl_arn=core.edge.web_acl_arn,
@@ -68,6 +71,7 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
                 namespace=namespace.metadata.name,
                 gateway_url=gateway.in_cluster_url,
                 kubernetes_provider=provider,
+                capacity=addons.cpu_capacity,
             ),
         )
     return {"gatewayUrl": gateway.url, "vllmUrl": vllm.url, "servedModelName": config.vllm.name_for_clients}
