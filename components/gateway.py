@@ -25,10 +25,8 @@ from components.kube import (
     quantity_value,
     restricted_container_security,
 )
-from components.versions import GATEWAY_IMAGE_REPOSITORY, GATEWAY_IMAGE_TAG
 
 GATEWAY_NAME = "gateway"
-GATEWAY_IMAGE = f"{GATEWAY_IMAGE_REPOSITORY}:{GATEWAY_IMAGE_TAG}"
 KEYS_DIR = "/etc/gateway"
 KEYS_FILE = "keys.json"
 HEALTH_PATH = "/health"
@@ -44,8 +42,9 @@ class ApiKey(StrictModel):
 
 
 class GatewayConfig(StrictModel):
-    image: PinnedImage = Field(
-        default=GATEWAY_IMAGE, description="The image built from serving/Dockerfile, e.g. in your own ECR."
+    image: PinnedImage | None = Field(
+        default=None,
+        description="An existing image to run. Unset: the stack builds serving/Dockerfile and pushes it to its ECR.",
     )
     min_replicas: int = Field(default=1, ge=1, le=100)
     max_replicas: int = Field(default=2, ge=1, le=100)
@@ -108,6 +107,8 @@ def gateway_grace_period_s(config: GatewayConfig) -> int:
 @dataclass(frozen=True)
 class GatewayArgs:
     config: GatewayConfig
+    # The configured image, or the digest the stack just built and pushed.
+    image: pulumi.Input[str]
     namespace: pulumi.Input[str]
     namespace_name: str
     upstream_url: str
@@ -182,7 +183,7 @@ class Gateway(pulumi.ComponentResource):
         })
         container = {
             "name": GATEWAY_NAME,
-            "image": config.image,
+            "image": args.image,
             "ports": [{"name": contracts.METRICS_PORT_NAME, "containerPort": contracts.GATEWAY_PORT}],
             "env": env,
             "resources": config.resources.as_kubernetes(),

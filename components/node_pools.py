@@ -206,7 +206,7 @@ def pool_requirements(pool: PoolConfig, gpu: bool) -> list[dict[str, Any]]:
     requirements = [
         shape,
         {"key": "karpenter.sh/capacity-type", "operator": "In", "values": list(pool.capacity_types)},
-        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+        {"key": "kubernetes.io/arch", "operator": "In", "values": [contracts.NODE_ARCHITECTURE]},
         {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
     ]
     if gpu:

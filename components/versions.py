@@ -51,6 +51,5 @@ GPU_AMI_ALIAS_DEV = "al2023@latest"
 GPU_AMI_ALIAS_PROD = "al2023@v20251117"
 
 VLLM_IMAGE = "vllm/vllm-openai:v0.33.0"
-# The gateway image is built from serving/Dockerfile and pushed by the release process; tag = project version.
-GATEWAY_IMAGE_REPOSITORY = "ghcr.io/llm-platform/gateway"
-GATEWAY_IMAGE_TAG = "0.1.0"
+# The gateway image is not pinned here: each stack builds serving/Dockerfile and runs the digest it pushed
+# (components/images.py), unless serving.gateway.image names an existing one.

@@ -36,7 +36,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
     cluster_name = config.cluster.name or f"llm-{stack}"
     # Prod also protects its state (secrets key, model bucket and key, Redis): `pulumi destroy` and replacements
     # stop at them until `pulumi state unprotect`; dev stays destroyable in one command.
-    production = config.profile == "prod"
+    production = config.production
     aws_provider = aws.Provider(
         "aws",
         region=config.region,
