@@ -55,7 +55,9 @@ def test_gateway_settings_come_from_the_stack(graph: Graph) -> None:
     assert env["GATEWAY_UPSTREAM"] == graph.outputs["vllmUrl"]
     assert env["GATEWAY_REDIS_URL"] == f"rediss://{graph.outputs['redisEndpoint']}:6379/0"
     assert env["GATEWAY_REDIS_PASSWORD"] == {"secretKeyRef": {"name": "gateway-redis", "key": "password"}}
-    assert env["GATEWAY_MODELS"] == "Qwen/Qwen2.5-7B-Instruct=4096"
+    # The name clients send: the Hub id in dev, prod's stable servedModelName (its bucket prefix changes per version).
+    served = "Qwen/Qwen2.5-7B-Instruct" if graph.stack == "dev" else "qwen2.5-7b-instruct"
+    assert env["GATEWAY_MODELS"] == f"{served}=4096"
     assert env["GATEWAY_API_KEYS_FILE"] == "/etc/gateway/keys.json"
     assert int(env["GATEWAY_HOLD_TIMEOUT_S"]) > 0
     keys_volume = next(v for v in _pod(graph, "gateway-deployment")["volumes"] if v["name"] == "api-keys")
