@@ -87,9 +87,11 @@ class Cluster(pulumi.ComponentResource):
     cluster_security_group_id: pulumi.Output[str]
     node_role_arn: pulumi.Output[str]
     provider: k8s.Provider
-    # Created once its nodes have joined (EKS reports a managed node group ACTIVE only then): Helm releases wait
-    # for it so their pods can schedule, and on destroy the nodes outlive every release.
+    # Created once its nodes have joined (EKS reports a managed node group ACTIVE only then).
     system_nodes: aws.eks.NodeGroup
+    # The system nodes and the Pod Identity agent: Helm releases wait for both, so their pods can schedule and get
+    # AWS credentials at start, and on destroy both outlive every release.
+    system_ready: list[pulumi.Resource]
 
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:components:Cluster", name, None, opts)
@@ -158,7 +160,7 @@ class Cluster(pulumi.ComponentResource):
             value=args.cluster_name,
             opts=cluster_child,
         )
-        aws.eks.Addon(
+        pod_identity_agent = aws.eks.Addon(
             f"{name}-pod-identity-agent",
             cluster_name=self.cluster_name,
             addon_name="eks-pod-identity-agent",
@@ -209,6 +211,8 @@ class Cluster(pulumi.ComponentResource):
                 ignore_changes=["scalingConfig.desiredSize"],
             ),
         )
+
+        self.system_ready = [self.system_nodes, pod_identity_agent]
 
         self.provider = k8s.Provider(
             f"{name}-k8s",

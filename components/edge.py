@@ -154,7 +154,8 @@ class EdgeArgs:
     vpc_id: pulumi.Input[str]
     controller_replicas: int
     kubernetes_provider: k8s.Provider
-    system_nodes: pulumi.Resource
+    # The system node group and the Pod Identity agent: what its pods need to run and get AWS credentials.
+    system_ready: list[pulumi.Resource]
 
 
 class Edge(pulumi.ComponentResource):
@@ -192,7 +193,7 @@ class Edge(pulumi.ComponentResource):
                 "enableServiceMutatorWebhook": False,
             },
             pulumi.ResourceOptions(
-                parent=self, provider=args.kubernetes_provider, depends_on=[*controller.grants, args.system_nodes]
+                parent=self, provider=args.kubernetes_provider, depends_on=[*controller.grants, *args.system_ready]
             ),
             # Two webhook-serving replicas pulled onto fresh system nodes.
             timeout_s=600,

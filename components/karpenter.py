@@ -231,7 +231,8 @@ class KarpenterArgs:
     account_id: pulumi.Input[str]
     controller_replicas: int
     kubernetes_provider: k8s.Provider
-    system_nodes: pulumi.Resource
+    # The system node group and the Pod Identity agent: what its pods need to run and get AWS credentials.
+    system_ready: list[pulumi.Resource]
 
 
 class Karpenter(pulumi.ComponentResource):
@@ -306,7 +307,7 @@ class Karpenter(pulumi.ComponentResource):
         )
 
         on_cluster = pulumi.ResourceOptions(
-            parent=self, provider=args.kubernetes_provider, depends_on=[args.system_nodes]
+            parent=self, provider=args.kubernetes_provider, depends_on=args.system_ready
         )
         # CRDs only: nothing to schedule, Helm's usual 300 s is plenty.
         self.crds = pinned_release(f"{name}-crd", KARPENTER_CRD, KARPENTER_NAMESPACE, {}, on_cluster, timeout_s=300)

@@ -16,7 +16,8 @@ KEDA_NAMESPACE = "keda"
 class KedaArgs:
     operator_replicas: int
     kubernetes_provider: k8s.Provider
-    system_nodes: pulumi.Resource
+    # The system node group and the Pod Identity agent: what its pods need to run and get AWS credentials.
+    system_ready: list[pulumi.Resource]
 
 
 class Keda(pulumi.ComponentResource):
@@ -40,7 +41,7 @@ class Keda(pulumi.ComponentResource):
                     "webhooks": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
                 },
             },
-            pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider, depends_on=[args.system_nodes]),
+            pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider, depends_on=args.system_ready),
             # Operator, metrics server and admission webhooks: three Deployments pulled onto the system nodes.
             timeout_s=600,
         )

@@ -39,7 +39,8 @@ def device_plugin_values() -> dict[str, object]:
 @dataclass(frozen=True)
 class NvidiaArgs:
     kubernetes_provider: k8s.Provider
-    system_nodes: pulumi.Resource
+    # The system node group and the Pod Identity agent: what its pods need to run and get AWS credentials.
+    system_ready: list[pulumi.Resource]
 
 
 class NvidiaDevicePlugin(pulumi.ComponentResource):
@@ -52,7 +53,7 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
             NVIDIA_DEVICE_PLUGIN,
             DEVICE_PLUGIN_NAMESPACE,
             device_plugin_values(),
-            pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider, depends_on=[args.system_nodes]),
+            pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider, depends_on=args.system_ready),
             # A DaemonSet on GPU nodes only: none exist at install, so it is ready at once; upgrades roll per node.
             timeout_s=300,
         )

@@ -281,7 +281,8 @@ class ObservabilityArgs:
     config: ObservabilityConfig
     monthly_budget_usd: float
     kubernetes_provider: k8s.Provider
-    system_nodes: pulumi.Resource
+    # The system node group and the Pod Identity agent: what its pods need to run and get AWS credentials.
+    system_ready: list[pulumi.Resource]
 
 
 class Observability(pulumi.ComponentResource):
@@ -314,7 +315,7 @@ class Observability(pulumi.ComponentResource):
             NAMESPACE,
             stack_values(args.config),
             pulumi.ResourceOptions.merge(
-                in_namespace, pulumi.ResourceOptions(depends_on=[admin_secret, args.system_nodes])
+                in_namespace, pulumi.ResourceOptions(depends_on=[admin_secret, *args.system_ready])
             ),
             # Operator (with its admission-webhook certificate jobs), Prometheus, Alertmanager, Grafana,
             # kube-state-metrics and node exporters: a dozen images on nodes that just joined.

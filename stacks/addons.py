@@ -32,7 +32,7 @@ class AddonsOutputs:
 def build_addons(core: "PlatformCore") -> AddonsOutputs:
     config = core.config.addons
     provider = core.cluster.provider
-    system_nodes = core.cluster.system_nodes
+    system_ready = core.cluster.system_ready
     on_aws = pulumi.ResourceOptions(providers=[core.aws_provider])
     account_id = aws.get_caller_identity(opts=pulumi.InvokeOptions(provider=core.aws_provider)).account_id
 
@@ -44,7 +44,7 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             account_id=account_id,
             controller_replicas=config.karpenter.controller_replicas,
             kubernetes_provider=provider,
-            system_nodes=system_nodes,
+            system_ready=system_ready,
         ),
         on_aws,
     )
@@ -62,13 +62,13 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
     gpu_capacity: list[pulumi.Resource] = [pools.gpu_pool]
     if config.karpenter.gpu_pool.needs_device_plugin:
         plugin = NvidiaDevicePlugin(
-            "nvidia-device-plugin", NvidiaArgs(kubernetes_provider=provider, system_nodes=system_nodes)
+            "nvidia-device-plugin", NvidiaArgs(kubernetes_provider=provider, system_ready=system_ready)
         )
         gpu_capacity.append(plugin.release)
     keda = Keda(
         "keda",
         KedaArgs(
-            operator_replicas=config.keda.operator_replicas, kubernetes_provider=provider, system_nodes=system_nodes
+            operator_replicas=config.keda.operator_replicas, kubernetes_provider=provider, system_ready=system_ready
         ),
     )
     observability = Observability(
@@ -77,7 +77,7 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             config=config.observability,
             monthly_budget_usd=core.config.monthly_budget_usd,
             kubernetes_provider=provider,
-            system_nodes=system_nodes,
+            system_ready=system_ready,
         ),
     )
     return AddonsOutputs(

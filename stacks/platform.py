@@ -91,7 +91,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
             vpc_id=network.vpc_id,
             controller_replicas=2 if production else 1,
             kubernetes_provider=cluster.provider,
-            system_nodes=cluster.system_nodes,
+            system_ready=cluster.system_ready,
         ),
         on_aws,
     )

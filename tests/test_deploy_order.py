@@ -76,10 +76,12 @@ def test_load_balancer_controller_outlives_ingresses_until_the_vpc_goes(graph: G
     assert waits_for(graph, controller, _system_node_group(graph))
 
 
-def test_every_release_waits_for_the_system_nodes(graph: Graph) -> None:
+def test_every_release_waits_for_the_system_nodes_and_pod_identity(graph: Graph) -> None:
     nodes = _system_node_group(graph)
+    (agent,) = [a for a in graph.of_type("aws:eks/addon:Addon") if a.inputs["addonName"] == "eks-pod-identity-agent"]
     for release in graph.of_type(RELEASE):
         assert waits_for(graph, release, nodes), f"{release.urn} may install before any node can run its pods"
+        assert waits_for(graph, release, agent), f"{release.urn}'s pods may start before they can get AWS credentials"
 
 
 def test_every_release_sets_a_timeout_sized_for_it(graph: Graph) -> None:
