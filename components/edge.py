@@ -158,12 +158,17 @@ class EdgeArgs:
     vpc_id: pulumi.Input[str]
     controller_replicas: int
     kubernetes_provider: k8s.Provider
+    # The system node group and the Pod Identity agent: what its pods need to run and get AWS credentials.
+    system_ready: list[pulumi.Resource]
 
 
 class Edge(pulumi.ComponentResource):
     controller_role_arn: pulumi.Output[str]
     certificate_arn: pulumi.Output[str] | None
     web_acl_arn: pulumi.Output[str] | None
+    # Its webhooks (failurePolicy: Fail) reject Ingresses until it runs, and its finalizer deletes the ALB on
+    # destroy: every Ingress and LoadBalancer Service depends on it.
+    controller: k8s.helm.v3.Release
 
     def __init__(self, name: str, args: EdgeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:components:Edge", name, None, opts)
@@ -179,7 +184,7 @@ class Edge(pulumi.ComponentResource):
         )
         self.controller_role_arn = controller.role.arn
 
-        pinned_release(
+        self.controller = pinned_release(
             f"{name}-lb-controller",
             AWS_LOAD_BALANCER_CONTROLLER,
             LBC_NAMESPACE,
@@ -191,7 +196,11 @@ class Edge(pulumi.ComponentResource):
                 "serviceAccount": {"create": True, "name": LBC_SERVICE_ACCOUNT},
                 "enableServiceMutatorWebhook": False,
             },
-            pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider, depends_on=controller.grants),
+            pulumi.ResourceOptions(
+                parent=self, provider=args.kubernetes_provider, depends_on=[*controller.grants, *args.system_ready]
+            ),
+            # Two webhook-serving replicas pulled onto fresh system nodes.
+            timeout_s=600,
         )
 
         self.certificate_arn = None

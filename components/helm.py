@@ -14,11 +14,14 @@ def pinned_release(
     namespace: str,
     values: dict[str, Any],
     opts: pulumi.ResourceOptions,
+    timeout_s: int,
     skip_crds: bool = False,
     value_yaml_files: list[pulumi.Asset] | None = None,
 ) -> k8s.helm.v3.Release:
-    """A release of `chart` at its pinned version, rolled back if it does not become ready. A `helm.v3.Release`
-    (not `helm.v4.Chart`) so that the offline graph and policies see the chart, version and values as inputs."""
+    """A release of `chart` at its pinned version, rolled back if it does not become ready within `timeout_s`
+    (Helm's own default, 300 s, is too short for a first install that pulls images onto nodes that just joined).
+    A `helm.v3.Release` (not `helm.v4.Chart`) so that the offline graph and policies see the chart, version and
+    values as inputs."""
     return k8s.helm.v3.Release(
         name,
         name=chart.name,
@@ -29,6 +32,7 @@ def pinned_release(
         repository_opts={"repo": chart.repository} if chart.repository else None,
         namespace=namespace,
         atomic=True,
+        timeout=timeout_s,
         values=values,
         value_yaml_files=value_yaml_files,
         skip_crds=skip_crds,

@@ -248,6 +248,8 @@ class KarpenterArgs:
     account_id: pulumi.Input[str]
     controller_replicas: int
     kubernetes_provider: k8s.Provider
+    # The system node group and the Pod Identity agent: what its pods need to run and get AWS credentials.
+    system_ready: list[pulumi.Resource]
 
 
 class Karpenter(pulumi.ComponentResource):
@@ -321,8 +323,11 @@ class Karpenter(pulumi.ComponentResource):
             self,
         )
 
-        on_cluster = pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider)
-        self.crds = pinned_release(f"{name}-crd", KARPENTER_CRD, KARPENTER_NAMESPACE, {}, on_cluster)
+        on_cluster = pulumi.ResourceOptions(
+            parent=self, provider=args.kubernetes_provider, depends_on=args.system_ready
+        )
+        # CRDs only: nothing to schedule, Helm's usual 300 s is plenty.
+        self.crds = pinned_release(f"{name}-crd", KARPENTER_CRD, KARPENTER_NAMESPACE, {}, on_cluster, timeout_s=300)
         self.controller = pinned_release(
             name,
             KARPENTER,
@@ -346,6 +351,8 @@ class Karpenter(pulumi.ComponentResource):
                     depends_on=[self.crds, *controller.grants, access_entry, *node_attachments, *targets]
                 ),
             ),
+            # The controller pods pull their image onto the system nodes and must pass their readiness probes.
+            timeout_s=600,
             # The karpenter-crd release owns the CRDs, so upgrades update them (Helm never upgrades crds/).
             skip_crds=True,
         )

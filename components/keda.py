@@ -22,6 +22,8 @@ NO_CPU_LIMITS = yaml.safe_dump({"resources": {pod: {"limits": {"cpu": None}} for
 class KedaArgs:
     operator_replicas: int
     kubernetes_provider: k8s.Provider
+    # The system node group and the Pod Identity agent: what its pods need to run and get AWS credentials.
+    system_ready: list[pulumi.Resource]
 
 
 class Keda(pulumi.ComponentResource):
@@ -45,7 +47,9 @@ class Keda(pulumi.ComponentResource):
                     "webhooks": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
                 },
             },
-            pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider),
+            pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider, depends_on=args.system_ready),
             value_yaml_files=[pulumi.StringAsset(NO_CPU_LIMITS)],
+            # Operator, metrics server and admission webhooks: three Deployments pulled onto the system nodes.
+            timeout_s=600,
         )
         self.register_outputs({})

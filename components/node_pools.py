@@ -203,7 +203,7 @@ def pool_requirements(pool: PoolConfig, gpu: bool) -> list[dict[str, Any]]:
     requirements = [
         shape,
         {"key": "karpenter.sh/capacity-type", "operator": "In", "values": list(pool.capacity_types)},
-        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+        {"key": "kubernetes.io/arch", "operator": "In", "values": [contracts.NODE_ARCHITECTURE]},
         {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
     ]
     if gpu:
@@ -275,6 +275,10 @@ class NodePoolsArgs:
 
 
 class NodePools(pulumi.ComponentResource):
+    # Workloads depend on the pool they schedule on, so they start after it and go before it on destroy.
+    gpu_pool: k8s.apiextensions.CustomResource
+    cpu_pool: k8s.apiextensions.CustomResource
+
     def __init__(self, name: str, args: NodePoolsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:components:NodePools", name, None, opts)
         on_cluster = pulumi.ResourceOptions(
@@ -299,6 +303,6 @@ class NodePools(pulumi.ComponentResource):
             )
         ]
         with_classes = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=node_classes))
-        for manifest in (gpu_node_pool(args.gpu_pool), cpu_node_pool(args.cpu_pool)):
-            declare(manifest, with_classes)
+        self.gpu_pool = declare(gpu_node_pool(args.gpu_pool), with_classes)
+        self.cpu_pool = declare(cpu_node_pool(args.cpu_pool), with_classes)
         self.register_outputs({})

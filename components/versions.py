@@ -58,6 +58,5 @@ CPU_AMI_ALIAS_PROD = "al2023@v20260714"
 
 VLLM_VERSION = "0.33.0"
 VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"
-# The gateway image is built from serving/Dockerfile and pushed by the release process; tag = project version.
-GATEWAY_IMAGE_REPOSITORY = "ghcr.io/llm-platform/gateway"
-GATEWAY_IMAGE_TAG = "0.1.0"
+# The gateway image is not pinned here: each stack builds serving/Dockerfile and runs the digest it pushed
+# (components/images.py), unless serving.gateway.image names an existing one.

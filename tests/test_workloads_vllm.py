@@ -94,7 +94,8 @@ def test_vllm_arguments_use_exact_flags_and_seed_numbers(graph: Graph) -> None:
     (container,) = _vllm_pod(graph)["containers"]
     args = container["args"]
     assert upstream.vllm_flag_problems(args) == []
-    assert args[0] == "Qwen/Qwen2.5-7B-Instruct"
+    # Dev pulls seed 000's model from the Hub; prod streams from its bucket (tests/test_model_source.py).
+    assert args[0] == ("Qwen/Qwen2.5-7B-Instruct" if graph.stack == "dev" else f"s3://{graph.outputs['modelBucketName']}/")
     expected = {"--max-model-len": "4096", "--max-num-seqs": "8", "--gpu-memory-utilization": "0.9",
                 "--generation-config": "vllm"}
     assert {flag: args[args.index(flag) + 1] for flag in expected} == expected
