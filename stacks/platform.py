@@ -74,6 +74,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
         ModelStoreArgs(
             config=config.model_store,
             bucket_name=config.model_store.bucket_name or f"{project}-{stack}-models-{account_id}",
+            protect=production,
         ),
         on_aws,
     )
@@ -113,6 +114,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
         "kubeconfig": cluster.kubeconfig,
         "oidcIssuer": cluster.oidc_issuer,
         "modelBucketName": model_store.bucket_name,
+        "modelRegistryTableName": model_store.registry_table_name,
         "modelReaderRoleArn": model_store.reader_role_arn,
         "redisEndpoint": cache.primary_endpoint,
         "redisPort": cache.port,
