@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr
-from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from components.model_store import REGISTRY_PARTITION_KEY as PK
@@ -69,6 +68,7 @@ class Registry:
     def __init__(self, table: Any, actor: str) -> None:
         self.table = table
         self.actor = actor
+        # The resource's client: it converts plain Python values to DynamoDB's typed form, transactions included.
         self.client = table.meta.client
 
     def get(self, name: str, version: str) -> VersionRow | None:
@@ -177,19 +177,18 @@ class Registry:
             ":previous": [ref.as_item() for ref in previous],
             ":next": (state.seq or 0) + 1,
         }
-        if state.seq is None:
-            condition = "attribute_not_exists(#pk)"
-        else:
-            condition = "seq = :seq"
+        # First change of this stack: the item must not exist yet; later: nobody changed it since we read it.
+        condition = {"ConditionExpression": "attribute_not_exists(#pk)", "ExpressionAttributeNames": {"#pk": PK}}
+        if state.seq is not None:
+            condition = {"ConditionExpression": "seq = :seq"}
             values[":seq"] = state.seq
         return {
             "Update": {
                 "TableName": self.table.name,
                 "Key": _key(STACK_ITEM, state.stack),
                 "UpdateExpression": "SET active = :active, previous = :previous, seq = :next",
-                "ConditionExpression": condition,
-                "ExpressionAttributeNames": {"#pk": PK},
-                "ExpressionAttributeValues": _typed(values),
+                "ExpressionAttributeValues": values,
+                **condition,
             }
         }
 
@@ -200,11 +199,11 @@ class Registry:
             "UpdateExpression": "SET stacks.#s = :status, history = list_append(history, :event)",
             "ConditionExpression": "attribute_exists(#pk)",
             "ExpressionAttributeNames": {"#s": stack, "#pk": PK},
-            "ExpressionAttributeValues": _typed({":status": status, ":event": [self._event(action, stack)]}),
+            "ExpressionAttributeValues": {":status": status, ":event": [self._event(action, stack)]},
         }
         if status == ACTIVE:
             update["ConditionExpression"] += " AND (attribute_not_exists(stacks.#s) OR stacks.#s <> :retired)"
-            update["ExpressionAttributeValues"][":retired"] = {"S": RETIRED}
+            update["ExpressionAttributeValues"][":retired"] = RETIRED
         return {"Update": update}
 
     def _event(self, action: str, stack: str) -> dict[str, str]:
@@ -215,11 +214,5 @@ def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
-def _key(name: str, version: str) -> dict[str, Any]:
-    return {PK: {"S": name}, SK: {"S": version}}
-
-
-def _typed(values: dict[str, Any]) -> dict[str, Any]:
-    """Plain values in DynamoDB's wire format, for the low-level transaction API."""
-    serializer = TypeSerializer()
-    return {name: serializer.serialize(value) for name, value in values.items()}
+def _key(name: str, version: str) -> dict[str, str]:
+    return {PK: name, SK: version}
