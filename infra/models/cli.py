@@ -61,10 +61,10 @@ def handled() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-def _actor(session: boto3.session.Session) -> str:
+def _actor(session: boto3.session.Session, region: str) -> str:
     """Who ran the command, for the manifest and the registry history."""
     try:
-        return str(session.client("sts").get_caller_identity()["Arn"])
+        return str(session.client("sts", region_name=region).get_caller_identity()["Arn"])
     except (ClientError, BotoCoreError):
         return getpass.getuser()
 
@@ -74,10 +74,10 @@ def connect(stack: str, project_dir: Path, bucket: str | None, table: str | None
     session = boto3.session.Session()
     # Without an AWS region in the environment or profile, use the stack's own.
     region = session.region_name or load_stack_file(project_dir, stack).region
-    session = boto3.session.Session(region_name=region)
-    registry = Registry(session.resource("dynamodb").Table(chosen.table), _actor(session))
+    dynamodb = session.resource("dynamodb", region_name=region)
+    registry = Registry(dynamodb.Table(chosen.table), _actor(session, region))
     errors.print(f"s3://{chosen.bucket}, table {chosen.table} ({chosen.origin}, {region})", style="dim")
-    return release.Backend(session.client("s3"), chosen.bucket, registry)
+    return release.Backend(session.client("s3", region_name=region), chosen.bucket, registry)
 
 
 @contextmanager

@@ -101,7 +101,7 @@ class Aws:
     def backend(self, actor: str = "tester") -> release.Backend:
         return release.Backend(self.s3, BUCKET, Registry(self.table, actor))
 
-    def keys(self) -> list[str]:
+    def object_keys(self) -> list[str]:
         return [obj["Key"] for obj in self.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
 
     def items(self) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from infra.models import release
 from infra.models.cli import app
 from infra.models.errors import Refused
+
 from .conftest import BUCKET, Aws, Calls, cli_args, local_files, make_model, refusal
 
 runner = CliRunner()
@@ -40,7 +41,7 @@ def test_publish_then_list_show_verify(aws: Aws, model: Path, project: Path) -> 
     result = publish_cli(model, project)
     assert result.exit_code == 0, result.output
     files = model_files(model)
-    assert sorted(aws.keys()) == sorted([PREFIX + name for name in files] + [PREFIX + "MANIFEST.json"])
+    assert sorted(aws.object_keys()) == sorted([PREFIX + name for name in files] + [PREFIX + "MANIFEST.json"])
 
     manifest = json.loads(aws.s3.get_object(Bucket=BUCKET, Key=PREFIX + "MANIFEST.json")["Body"].read())
     assert {entry["path"]: entry["sha256"] for entry in manifest["files"]} == {n: sha256(p) for n, p in files.items()}
@@ -58,7 +59,9 @@ def test_publish_then_list_show_verify(aws: Aws, model: Path, project: Path) -> 
     assert shown.exit_code == 0, shown.output
     assert sha256(files["model-00001-of-00002.safetensors"]) in shown.stdout
     assert "published dev" in shown.stdout
-    verified = runner.invoke(app, ["verify", "-n", "qwen-test", "-v", "1.0.0", "-s", "dev", "--deep", *cli_args(project)])
+    verified = runner.invoke(
+        app, ["verify", "-n", "qwen-test", "-v", "1.0.0", "-s", "dev", "--deep", *cli_args(project)]
+    )
     assert verified.exit_code == 0, verified.output
 
 
@@ -67,7 +70,7 @@ def test_hidden_files_and_pickle_weights_stay_local(aws: Aws, model: Path) -> No
     (model / ".cache" / "download.lock").write_text("x")
     (model / "pytorch_model.bin").write_bytes(b"pickle")
     release.publish(aws.backend(), local_files(model), "qwen-test", "1.0.0", "dev", SOURCE)
-    keys = {key.removeprefix(PREFIX) for key in aws.keys()}
+    keys = {key.removeprefix(PREFIX) for key in aws.object_keys()}
     assert "pytorch_model.bin" not in keys and not any(key.startswith(".cache") for key in keys)
 
 
@@ -113,7 +116,7 @@ def test_interrupted_publish_is_not_listed_and_a_rerun_uploads_only_the_rest(aws
         release.publish(aws.backend(), files, "qwen-test", "1.0.0", "dev", SOURCE)
     aws.s3.meta.events.unregister("before-parameter-build.s3.PutObject", unique_id=handler_id)
 
-    assert len(aws.keys()) == 2 and PREFIX + "MANIFEST.json" not in aws.keys()
+    assert len(aws.object_keys()) == 2 and PREFIX + "MANIFEST.json" not in aws.object_keys()
     assert aws.backend().registry.versions() == []
 
     calls = Calls(aws.s3)
@@ -135,13 +138,13 @@ def test_a_changed_file_is_uploaded_again_on_rerun(aws: Aws, model: Path) -> Non
 
 def test_publish_refuses_a_published_version(aws: Aws, model: Path, project: Path) -> None:
     assert publish_cli(model, project).exit_code == 0
-    before = {key: aws.s3.head_object(Bucket=BUCKET, Key=key)["ETag"] for key in aws.keys()}
+    before = {key: aws.s3.head_object(Bucket=BUCKET, Key=key)["ETag"] for key in aws.object_keys()}
     other = make_model(model.parent / "other", seed=7)
     calls = Calls(aws.s3)
     result = publish_cli(other, project)
     assert result.exit_code == 2
     assert "already published" in refusal(result)
-    assert {key: aws.s3.head_object(Bucket=BUCKET, Key=key)["ETag"] for key in aws.keys()} == before
+    assert {key: aws.s3.head_object(Bucket=BUCKET, Key=key)["ETag"] for key in aws.object_keys()} == before
     assert calls.count(*PUTS) == 0
 
 
@@ -149,7 +152,7 @@ def test_a_leftover_manifest_of_other_files_is_not_overwritten(aws: Aws, model: 
     release.publish(aws.backend(), local_files(model), "qwen-test", "1.0.0", "dev", SOURCE)
     aws.table.delete_item(Key={"model": "qwen-test", "version": "1.0.0"})
     other = make_model(model.parent / "other", seed=7)
-    with pytest.raises(Refused, match="MANIFEST.json for other files"):
+    with pytest.raises(Refused, match=r"MANIFEST\.json for other files"):
         release.publish(aws.backend(), local_files(other), "qwen-test", "1.0.0", "dev", SOURCE)
 
 
@@ -197,5 +200,5 @@ def test_bad_publish_inputs_exit_2_with_one_line_and_change_nothing(
     result = runner.invoke(app, ["publish", *args(tmp_path, model), *cli_args(project)])
     assert result.exit_code == 2, (case, result.output)
     assert message in refusal(result), case
-    assert aws.keys() == [] and aws.items() == []
+    assert aws.object_keys() == [] and aws.items() == []
     assert {path.name: path.read_bytes() for path in project.iterdir()} == stack_files
