@@ -79,7 +79,10 @@ def prepare(project_dir: Path, stack: str, name: str, version: str) -> StackFile
     original = path.read_text()
     text = edited_text(original, name, version)
     staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staged.write_text(text)
+    with staged.open("w") as stream:
+        stream.write(text)
+        stream.flush()
+        os.fsync(stream.fileno())  # on disk before the rename makes it the stack file
     shutil.copymode(path, staged)
     try:
         config = validate(stack, read_stack_file(staged), path.name)

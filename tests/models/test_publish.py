@@ -202,3 +202,26 @@ def test_bad_publish_inputs_exit_2_with_one_line_and_change_nothing(
     assert message in refusal(result), case
     assert aws.object_keys() == [] and aws.items() == []
     assert {path.name: path.read_bytes() for path in project.iterdir()} == stack_files
+
+
+def test_a_hugging_face_source_is_downloaded_at_its_revision(
+    aws: Aws, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No hub: a stand-in for snapshot_download answers with a cache folder named after the resolved commit."""
+    import huggingface_hub
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    calls: list[tuple[str, dict]] = []
+
+    def snapshot_download(repo_id: str, **kwargs: object) -> str:
+        calls.append((repo_id, kwargs))
+        return str(make_model(tmp_path / "hub" / "snapshots" / commit))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    result = publish_cli(Path("Qwen/Qwen2.5-7B-Instruct"), project, "1.0.0", "--revision", "main")
+    assert result.exit_code == 0, result.output
+    ((repo_id, kwargs),) = calls
+    assert repo_id == "Qwen/Qwen2.5-7B-Instruct" and kwargs["revision"] == "main"
+    assert "*.safetensors" in kwargs["allow_patterns"] and "*.bin" not in kwargs["allow_patterns"]
+    manifest = json.loads(aws.s3.get_object(Bucket=BUCKET, Key=PREFIX + "MANIFEST.json")["Body"].read())
+    assert (manifest["source"], manifest["revision"]) == ("hf://Qwen/Qwen2.5-7B-Instruct", commit)
