@@ -69,6 +69,15 @@ def _actor(session: boto3.session.Session, region: str) -> str:
         return getpass.getuser()
 
 
+def check_inputs(stack: str, project_dir: Path, name: str | None = None, version: str | None = None) -> None:
+    """Everything that can be refused without AWS: names, version, the stack file."""
+    if name is not None:
+        check_name(name)
+    if version is not None:
+        check_version(version)
+    stackfile.existing_stack_file(project_dir, stack)
+
+
 def connect(stack: str, project_dir: Path, bucket: str | None, table: str | None) -> release.Backend:
     chosen = targets.resolve(stack, project_dir, bucket, table)
     session = boto3.session.Session()
@@ -117,8 +126,7 @@ def publish(
 ) -> None:
     """Upload a model version to s3://<bucket>/models/<name>/<version>/ and register it (staged)."""
     with handled():
-        check_name(name), check_version(version)
-        stackfile.existing_stack_file(project_dir, stack)
+        check_inputs(stack, project_dir, name, version)
         origin: tuple[str, str | None]
         if revision is None:
             scan_model_dir(Path(source))  # refuse a bad directory before touching AWS
@@ -149,6 +157,7 @@ def list_versions(
 ) -> None:
     """Published versions (those with a manifest and a registry item) and their status on the stack."""
     with handled():
+        check_inputs(stack, project_dir, name)
         backend = connect(stack, project_dir, bucket, table)
         grid = Table(title=f"Model versions ({stack})")
         for column in ("model", "version", f"on {stack}", "files", "bytes", "created", "by"):
@@ -170,6 +179,7 @@ def show(
 ) -> None:
     """A version's registry item, its files from the manifest, and its history."""
     with handled():
+        check_inputs(stack, project_dir, name, version)
         backend = connect(stack, project_dir, bucket, table)
         row = backend.registry.require(name, version)
         item = row.item
@@ -194,6 +204,7 @@ def verify(
 ) -> None:
     """Compare the objects in S3 with the version's manifest; exit 1 on any missing or different file."""
     with handled():
+        check_inputs(stack, project_dir, name, version)
         backend = connect(stack, project_dir, bucket, table)
         with progress_bars() as phase:
             problems = release.verify(backend, name, version, deep, phase)
@@ -227,8 +238,7 @@ def promote(
 ) -> None:
     """Make a version the stack's active one and point serving.vllm at it in Pulumi.<stack>.yaml."""
     with handled():
-        check_name(name), check_version(version)
-        stackfile.existing_stack_file(project_dir, stack)
+        check_inputs(stack, project_dir, name, version)
         backend = connect(stack, project_dir, bucket, table)
         _report(release.promote(backend, project_dir, stack, name, version), stack, project_dir)
 
@@ -239,7 +249,7 @@ def rollback(
 ) -> None:
     """Go back to the version the stack's active one replaced."""
     with handled():
-        stackfile.existing_stack_file(project_dir, stack)
+        check_inputs(stack, project_dir)
         backend = connect(stack, project_dir, bucket, table)
         _report(release.rollback(backend, project_dir, stack), stack, project_dir)
 
@@ -251,8 +261,7 @@ def retire(
 ) -> None:
     """Mark a version retired on the stack: it can no longer be promoted or rolled back to. Objects are kept."""
     with handled():
-        check_name(name), check_version(version)
-        stackfile.existing_stack_file(project_dir, stack)
+        check_inputs(stack, project_dir, name, version)
         backend = connect(stack, project_dir, bucket, table)
         backend.registry.retire(backend.registry.require(name, version), stack)
         console.print(f"{name} {version} retired on {stack}; its objects stay in s3://{backend.bucket}", markup=False)
