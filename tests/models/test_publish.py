@@ -225,3 +225,27 @@ def test_a_hugging_face_source_is_downloaded_at_its_revision(
     assert "*.safetensors" in kwargs["allow_patterns"] and "*.bin" not in kwargs["allow_patterns"]
     manifest = json.loads(aws.s3.get_object(Bucket=BUCKET, Key=PREFIX + "MANIFEST.json")["Body"].read())
     assert (manifest["source"], manifest["revision"]) == ("hf://Qwen/Qwen2.5-7B-Instruct", commit)
+
+
+def test_a_multipart_upload_cut_between_parts_leaves_no_object_and_resumes(aws: Aws, tmp_path: Path) -> None:
+    model = make_model(tmp_path / "big", shards=1, values=(11 * 1024 * 1024) // 4)
+    transfer = TransferConfig(
+        multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024, max_concurrency=1
+    )
+    parts: list[int] = []
+
+    def fail_on_second_part(params: dict, **_: object) -> None:
+        parts.append(params["PartNumber"])
+        if len(parts) == 2:
+            raise ConnectionError("network went away")
+
+    aws.s3.meta.events.register("before-parameter-build.s3.UploadPart", fail_on_second_part, unique_id="cut")
+    with pytest.raises(ConnectionError):
+        release.publish(aws.backend(), local_files(model), "qwen-test", "1.0.0", "dev", SOURCE, transfer)
+    aws.s3.meta.events.unregister("before-parameter-build.s3.UploadPart", unique_id="cut")
+
+    shard = PREFIX + "model-00001-of-00001.safetensors"
+    assert shard not in aws.object_keys() and PREFIX + "MANIFEST.json" not in aws.object_keys()
+    assert aws.backend().registry.versions() == []
+    release.publish(aws.backend(), local_files(model), "qwen-test", "1.0.0", "dev", SOURCE, transfer)
+    assert release.verify(aws.backend(), "qwen-test", "1.0.0", deep=True) == []
