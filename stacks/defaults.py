@@ -45,8 +45,8 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
             "scaling": {"activation": "gateway", "cooldownPeriodS": 300},
             "gateway": {"minReplicas": 1, "maxReplicas": 2, "workers": 1},
         },
-        # A team trying the platform: seed 000's day shape at a tenth of its request rates.
-        "traffic": {"levels": {"idle": 0.0, "low": 0.6, "medium": 1.6, "high": 2.8, "peak": 3.6}},
+        # A team trying the platform: seed 000's day shape at a twentieth of its request rates.
+        "traffic": {"levels": {"idle": 0.0, "low": 0.3, "medium": 0.8, "high": 1.4, "peak": 1.8}},
     },
     "prod": {
         "monthlyBudgetUsd": 1500,

@@ -42,9 +42,16 @@ class InstanceSpec:
     gpus: int
     gpu: str | None
 
+    @property
+    def usable_cpu(self) -> float:
+        return self.vcpu - NODE_RESERVED_CPU
+
+    @property
+    def usable_memory_gib(self) -> float:
+        return self.memory_gib * NODE_MEMORY_USABLE_SHARE - NODE_RESERVED_MEMORY_GIB
+
     def fits(self, cpu: float, memory_gib: float, gpus: int) -> bool:
-        usable_memory = self.memory_gib * NODE_MEMORY_USABLE_SHARE - NODE_RESERVED_MEMORY_GIB
-        return self.vcpu - NODE_RESERVED_CPU >= cpu and usable_memory >= memory_gib and self.gpus >= gpus
+        return self.usable_cpu >= cpu and self.usable_memory_gib >= memory_gib and self.gpus >= gpus
 
 
 @dataclass(frozen=True)
@@ -107,9 +114,6 @@ def _price(key: str, entry: dict[str, Any]) -> Price:
     return Price(key, float(entry["price"]), entry["unit"], entry["date"], entry["source"], entry.get("estimate"))
 
 
-def monthly(hourly: float) -> float:
-    return hourly * HOURS_PER_MONTH
-
-
 def ceil_div(amount: float, size: float) -> int:
+    """Whole units of `size` that hold `amount` (float noise below one part in a billion ignored)."""
     return max(0, math.ceil(amount / size - 1e-9))
