@@ -36,7 +36,6 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
             "observability": {
                 "retention": "3d",
                 "prometheusReplicas": 1,
-                "gpuNodeHourlyUsd": 0.35,
                 "baseMonthlyUsd": 250,
             },
         },
@@ -75,7 +74,6 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
             "observability": {
                 "retention": "15d",
                 "prometheusReplicas": 2,
-                "gpuNodeHourlyUsd": 0.9,
                 "baseMonthlyUsd": 600,
             },
         },
