@@ -143,6 +143,7 @@ class SimResult:
     prompt_tokens: float
     output_tokens: float
     samples: dict[str, np.ndarray] = field(default_factory=dict)
+    pod_ready_times: list[float] = field(default_factory=list)  # when each started pod became ready
 
     @property
     def gpu_node_hours(self) -> float:
@@ -195,6 +196,7 @@ class Simulation:
         self.pods: list[Pod] = []  # not draining: what the Deployment counts
         self.ready: list[Pod] = []
         self.free: list[Pod] = []
+        self.ready_times: list[float] = []
         self.unscheduled = 0  # pods waiting for a node (pool limit reached)
         self.queue: deque[tuple[int, float]] = deque()  # (request, deadline) forwarded to vLLM
         self.held: deque[tuple[int, float]] = deque()  # held by the gateway while no pod is ready
@@ -276,6 +278,7 @@ class Simulation:
         if pod.dead or pod.draining:
             return
         pod.ready = True
+        self.ready_times.append(now)
         self.ready.append(pod)
         self.free.extend([pod] * self.s.slots_per_pod)
         while self.held:
@@ -541,6 +544,7 @@ class Simulation:
             prompt_tokens=float(served.sum()) * self.s.prompt_tokens,
             output_tokens=float(outputs[served].sum()),
             samples={key: np.asarray(values) for key, values in self.samples.items()},
+            pod_ready_times=self.ready_times,
         )
 
 
