@@ -4,7 +4,7 @@
 
 from typing import Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from components.config_base import StrictModel
 
@@ -36,11 +36,16 @@ class TrafficConfig(StrictModel):
         default=0.2, ge=0, le=1, description="Share of requests the gateway answers from its cache."
     )
 
+    @field_validator("weekday", "weekend")
+    @classmethod
+    def whole_day(cls, schedule: list[str]) -> list[str]:
+        if len(schedule) != HOURS_PER_DAY:
+            raise ValueError(f"lists {len(schedule)} hours; it needs one level name per hour (24)")
+        return schedule
+
     @model_validator(mode="after")
     def schedule_valid(self) -> Self:
         for day, schedule in (("weekday", self.weekday), ("weekend", self.weekend)):
-            if len(schedule) != HOURS_PER_DAY:
-                raise ValueError(f"{day} lists {len(schedule)} hours; it needs one level name per hour (24)")
             unknown = sorted(set(schedule) - set(self.levels))
             if unknown:
                 raise ValueError(f"{day} names unknown levels {unknown}; levels are: {', '.join(self.levels)}")
