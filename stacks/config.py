@@ -21,7 +21,7 @@ from components.network import NetworkConfig
 from components.node_pools import CpuPoolConfig, GpuPoolConfig
 from components.observability import ObservabilityConfig
 from components.vllm import ScalingConfig, VllmConfig
-from stacks.traffic import CapacityConfig, TrafficConfig
+from stacks.traffic import SimulationConfig, TrafficConfig
 
 AWS_REGION_PATTERN = r"^(us|eu|ap|ca|sa|me|af|il|mx)-[a-z]+-\d$"
 
@@ -85,7 +85,7 @@ class PlatformConfig(StrictModel):
     addons: AddonsConfig = Field(default_factory=AddonsConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     traffic: TrafficConfig = Field(default_factory=TrafficConfig)
-    capacity: CapacityConfig = Field(default_factory=CapacityConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
 
     @model_validator(mode="after")
     def tags_valid(self) -> Self:

@@ -1,5 +1,5 @@
 """What the cost and capacity preview assumes about a stack's traffic and its GPU tier (`traffic:` and
-`capacity:` in `Pulumi.<stack>.yaml`). Nothing here changes what `pulumi up` deploys; `llm-platform cost` and
+`simulation:` in `Pulumi.<stack>.yaml`). Nothing here changes what `pulumi up` deploys; `llm-platform cost` and
 `llm-platform simulate` replay it through the platform as configured (infra/cost/)."""
 
 from typing import Self
@@ -60,7 +60,7 @@ class TrafficConfig(StrictModel):
         return [self.levels[level] for day in days for level in day]
 
 
-class CapacityConfig(StrictModel):
+class SimulationConfig(StrictModel):
     """The GPU tier's timings and throughput model. Cold-start defaults: the README's budget (measured upstream on
     g5.2xlarge Spot, 7B model): node ready 47 s, 8 GB image with SOCI 44 s, weights + load + compile 33 s."""
 

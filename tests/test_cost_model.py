@@ -111,8 +111,10 @@ def test_an_unknown_type_is_reported_not_skipped(tmp_path: Path) -> None:
     ]
     lines, unpriced = price_graph(context(tmp_path, resources, usage()))
     assert lines == []
-    assert unpriced[0] == "aws:elasticache/replicationGroup:ReplicationGroup (no price for 'elasticache.cache.x9.huge'" \
-        " in xx-test-1 (infra/cost/prices/xx-test-1.json))"
+    assert unpriced[0] == (
+        "aws:elasticache/replicationGroup:ReplicationGroup (no price for 'elasticache.cache.x9.huge' in xx-test-1 "
+        "(infra/cost/prices/xx-test-1.json))"
+    )
     assert unpriced[1] == "aws:newservice/thing:Thing"
 
 
@@ -135,6 +137,6 @@ def test_every_type_in_both_stacks_is_priced_or_free(graph: Graph) -> None:
 def test_every_catalog_entry_has_a_date_and_a_source_and_estimates_say_why() -> None:
     for region in ("us-east-1", "us-west-2"):
         for price in load_catalog(region).prices.values():
-            assert price.date and price.source.startswith("http") or "API" in price.source, price
+            assert price.date and (price.source.startswith("http") or "API" in price.source), price
             assert price.price > 0, price
             assert price.estimate is None or len(price.estimate) > 20, price

@@ -165,7 +165,7 @@ def simulate(
     if as_json:
         console.print_json(json.dumps(summary))
     else:
-        table = Table(title=f"{stack}: {hours:g} simulated hours (seed {inputs.config.capacity.seed})")
+        table = Table(title=f"{stack}: {hours:g} simulated hours (seed {inputs.config.simulation.seed})")
         table.add_column("measure")
         table.add_column("value", justify="right")
         for key, value in summary.items():

@@ -69,7 +69,8 @@ def sim_settings(config: PlatformConfig) -> SimSettings:
     spec, capacity = gpu_node(config, catalog)
     if spec.gpu is None:
         raise ConfigError(f"GPU pool type {spec.name} has no GPU in the catalog")
-    return settings_from_config(config, throughput(spec.gpu, config.serving.vllm, config.capacity), capacity == "spot")
+    rates = throughput(spec.gpu, config.serving.vllm, config.simulation)
+    return settings_from_config(config, rates, capacity == "spot")
 
 
 def run_simulation(
@@ -81,7 +82,7 @@ def run_simulation(
 
 def model_gb(config: PlatformConfig) -> float:
     vllm = config.serving.vllm
-    return model_size_b(vllm, config.capacity) * BYTES_PER_PARAM.get(vllm.quantization or "", BF16_BYTES)
+    return model_size_b(vllm, config.simulation) * BYTES_PER_PARAM.get(vllm.quantization or "", BF16_BYTES)
 
 
 def price(graph: dict[str, Any], config: PlatformConfig, result: SimResult) -> CostReport:
@@ -89,7 +90,7 @@ def price(graph: dict[str, Any], config: PlatformConfig, result: SimResult) -> C
     catalog = load_catalog(config.region)
     usage = Usage.from_simulation(result, config.traffic.hourly_rates())
     ctx = Context(
-        graph=graph, catalog=catalog, usage=usage, model_gb=model_gb(config), image_gb=config.capacity.image_gb,
+        graph=graph, catalog=catalog, usage=usage, model_gb=model_gb(config), image_gb=config.simulation.image_gb,
         huggingface=config.serving.vllm.model_source == "huggingface",
     )
     lines, unpriced = price_graph(ctx)

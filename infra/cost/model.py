@@ -121,11 +121,12 @@ class Context:
     def component(self, resource: dict[str, Any]) -> str:
         """The top-level component a resource belongs to (its outermost llm-platform component ancestor)."""
         by_urn = {r["urn"]: r for r in self.graph["resources"]}
-        name, current = "stack", resource
-        while current is not None:
+        name = "stack"
+        current_or_none: dict[str, Any] | None = resource
+        while (current := current_or_none) is not None:
             if current["type"].startswith("llm-platform:components:"):
                 name = current["name"]
-            current = by_urn.get(current.get("parent") or "")
+            current_or_none = by_urn.get(current.get("parent") or "")
         return name
 
 

@@ -7,7 +7,7 @@ for `holdTimeoutS` (then 503: refused); a queued request the upstream read timeo
 
 Scaling follows the platform as configured (components/vllm.py): KEDA's formula `running + waiting x w
 (+ pending x w)` over `targetPerPod`, its activation and `cooldownPeriodS` to and from zero every
-`pollingIntervalS`; the HPA every `capacity.hpaSyncS` with its 10 % tolerance, stabilisation windows and Pods
+`pollingIntervalS`; the HPA every `simulation.hpaSyncS` with its 10 % tolerance, stabilisation windows and Pods
 policies (kubernetes pkg/controller/podautoscaler semantics). A pod needs a GPU node: an empty one (model load
 only) or a new one from Karpenter (node launch + image pull + model load), up to the pool's GPU limit; an empty
 node goes after the pool's `consolidateAfter`. Spot nodes are interrupted at a configured rate with AWS's
@@ -75,7 +75,7 @@ class SimSettings:
 
 def settings_from_config(config: PlatformConfig, throughput: Throughput, spot: bool) -> SimSettings:
     vllm, scaling, gateway = config.serving.vllm, config.serving.scaling, config.serving.gateway
-    pool, traffic, capacity = config.addons.karpenter.gpu_pool, config.traffic, config.capacity
+    pool, traffic, capacity = config.addons.karpenter.gpu_pool, config.traffic, config.simulation
     return SimSettings(
         hourly_rates=traffic.hourly_rates(),
         prompt_tokens=traffic.prompt_tokens,

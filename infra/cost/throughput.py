@@ -3,7 +3,7 @@
 Decode at small batches is memory bound: each step reads every weight once, so one sequence gets about
 `bandwidth x efficiency / weight bytes` tokens/s whatever the batch (up to max-num-seqs; the KV-cache reads of a
 few short sequences add ~1-2 % and are left out). Prefill is compute bound: 2 FLOPs per parameter per prompt token
-at `compute efficiency` of the dense tensor peak. Both efficiencies are `capacity.*` settings, to be replaced by
+at `compute efficiency` of the dense tensor peak. Both efficiencies are `simulation.*` settings, to be replaced by
 measured figures (seeds 000/001 disagree on per-GPU capacity by 8x: REFERENCE.md).
 """
 
@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from components.vllm import VllmConfig
-from stacks.traffic import CapacityConfig
+from stacks.traffic import SimulationConfig
 
 
 @dataclass(frozen=True)
@@ -41,14 +41,15 @@ class ModelSizeUnknown(ValueError):
     pass
 
 
-def model_size_b(vllm: VllmConfig, capacity: CapacityConfig) -> float:
-    """Billions of parameters: `capacity.modelSizeB`, else the `7B` / `1.5b` in the model's name."""
+def model_size_b(vllm: VllmConfig, capacity: SimulationConfig) -> float:
+    """Billions of parameters: `simulation.modelSizeB`, else the `7B` / `1.5b` in the model's name."""
     if capacity.model_size_b:
         return capacity.model_size_b
     match = re.search(r"(\d+(?:\.\d+)?)[bB](?![a-zA-Z])", vllm.model)
     if not match:
         raise ModelSizeUnknown(
-            f"capacity.modelSizeB: cannot read the parameter count from serving.vllm.model {vllm.model!r}; set it"
+            f"llm-platform:simulation.modelSizeB: unset, and serving.vllm.model {vllm.model!r} names no parameter "
+            "count like 7B; set it"
         )
     return float(match.group(1))
 
@@ -66,7 +67,7 @@ class Throughput:
         return prompt_tokens / self.prefill_tokens_s + 1 / self.decode_tokens_s
 
 
-def throughput(gpu_name: str, vllm: VllmConfig, capacity: CapacityConfig) -> Throughput:
+def throughput(gpu_name: str, vllm: VllmConfig, capacity: SimulationConfig) -> Throughput:
     gpu = GPUS[gpu_name]
     params = model_size_b(vllm, capacity) * 1e9
     weight_bytes = params * BYTES_PER_PARAM.get(vllm.quantization or "", BF16_BYTES)
