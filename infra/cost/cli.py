@@ -129,10 +129,8 @@ def render(reports: list[CostReport], labels: list[str], markdown: bool) -> None
     for index, (label, _) in enumerate(totals(reports[0])):
         body.append([label] + [totals(report)[index][1] for report in reports])
     if markdown:
-        console.print("| " + " | ".join(header) + " |", markup=False)
-        console.print("|" + "---|" * len(header), markup=False)
-        for cells in body:
-            console.print("| " + " | ".join(cells) + " |", markup=False)
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        typer.echo("\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body]))
         return
     table = Table(title=f"Monthly cost in {reports[0].region} (730 h; prices: infra/cost/prices/)")
     for column in header:
