@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from infra.cost.catalog import UnpricedError, load_catalog
+from infra.cost.estimate import budget_status
 from infra.cost.model import Context, Usage, price_graph
 from infra.offline import Graph
 
@@ -140,3 +141,15 @@ def test_every_catalog_entry_has_a_date_and_a_source_and_estimates_say_why() -> 
             assert price.date and (price.source.startswith("http") or "API" in price.source), price
             assert price.price > 0, price
             assert price.estimate is None or len(price.estimate) > 20, price
+
+
+def test_the_cost_alert_and_the_budget_check_use_one_gpu_price(graph: Graph) -> None:
+    status = budget_status(graph.to_json(), graph.config)
+    # A vLLM pod asks for 4 CPU and 24 Gi: no xlarge of g5/g6 (16 GiB) holds it, g6.2xlarge Spot is the cheapest.
+    assert status["gpuNodeHourlyUsd"] == load_catalog(graph.config.region).rate("ec2.g6.2xlarge.spot")
+    spec = graph.one("kubernetes:monitoring.coreos.com/v1:PrometheusRule").inputs["spec"]
+    alerts = {rule.get("alert"): rule["expr"] for group in spec["groups"] for rule in group["rules"]}
+    expr = alerts["LlmProjectedMonthlyCostOverBudget"]
+    assert f" * {status['gpuNodeHourlyUsd']:.4g} * 730 " in expr, expr
+    assert status["headroomUsd"] == round(status["budgetUsd"] - status["projectedUsd"], 2)
+    assert status["unpriced"] == []

@@ -101,15 +101,34 @@ def price(graph: dict[str, Any], config: PlatformConfig, result: SimResult) -> C
     )
 
 
-def preview_total(graph: dict[str, Any], config: PlatformConfig) -> str:
-    """Two lines for `preview`: the fixed monthly cost and the GPU floor (minimum replicas all month); the
-    traffic-driven rest needs a simulation (`llm-platform cost`)."""
+def floor_report(graph: dict[str, Any], config: PlatformConfig) -> CostReport:
+    """The month with no traffic: every fixed cost plus the vLLM minimum replicas' GPU nodes all month. Fast (no
+    simulation), so `preview` and policy checks can afford it."""
     idle = SimResult(
         horizon_s=WEEK_S, requests=0, cache_hits=0, served=0, refused=0, timed_out=0, interrupted=0,
         node_seconds=config.serving.vllm.min_replicas * WEEK_S, node_launches=0, spot_interruptions=0,
         waits=np.empty(0), ttfts=np.empty(0), starts=np.empty(0), prompt_tokens=0, output_tokens=0,
     )
-    report = price(graph, config, idle)
+    return price(graph, config, idle)
+
+
+def budget_status(graph: dict[str, Any], config: PlatformConfig, result: SimResult | None = None) -> dict[str, Any]:
+    """Budget, projected monthly cost and headroom, for the policy pack's cost rule and anyone else: the same
+    catalog and model as `llm-platform cost`. Without `result` the projection is the floor (`floor_report`)."""
+    report = price(graph, config, result) if result else floor_report(graph, config)
+    return {
+        "budgetUsd": config.monthly_budget_usd,
+        "projectedUsd": round(report.total, 2),
+        "headroomUsd": round(config.monthly_budget_usd - report.total, 2),
+        "basis": "simulated traffic" if result else "fixed costs and minimum GPU replicas (no traffic)",
+        "gpuNodeHourlyUsd": gpu_node_hourly_usd(config),
+        "unpriced": report.unpriced,
+    }
+
+
+def preview_total(graph: dict[str, Any], config: PlatformConfig) -> str:
+    """Two lines for `preview`: the month before traffic, and the command that prices the traffic."""
+    report = floor_report(graph, config)
     return (
         f"Monthly cost before traffic: {report.total:,.0f} USD ({report.gpu:,.0f} of it for "
         f"{config.serving.vllm.min_replicas} always-on {report.gpu_node}); budget {config.monthly_budget_usd:,.0f}.\n"
