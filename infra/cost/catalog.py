@@ -90,9 +90,6 @@ class Catalog:
         best = min(candidates, key=lambda spec: (self.instance_hourly(spec.name, capacity), spec.name))
         return best, capacity
 
-    def estimates(self) -> list[Price]:
-        return [price for price in self.prices.values() if price.estimate]
-
 
 @cache
 def load_catalog(region: str, prices_dir: Path = PRICES_DIR) -> Catalog:

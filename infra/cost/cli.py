@@ -113,6 +113,7 @@ def totals(report: CostReport) -> list[tuple[str, str]]:
         ("USD per million tokens (all in / GPU)",
          f"{report.per_million_tokens():.2f} / {report.gpu_per_million_tokens():.2f}"),
         ("unpriced types", ", ".join(report.unpriced) or "none"),
+        ("estimated prices in this total", f"{len(report.estimated_prices)} (docs/cost.md; refresh-prices)"),
     ]
 
 

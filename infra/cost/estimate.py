@@ -95,9 +95,11 @@ def price(graph: dict[str, Any], config: PlatformConfig, result: SimResult) -> C
     )
     lines, unpriced = price_graph(ctx)
     spec, capacity = gpu_node(config, catalog)
+    used = {key for line in lines for key in line.prices}
     return CostReport(
         stack=str(graph.get("stack", "")), region=config.region, lines=lines, unpriced=unpriced,
         budget=config.monthly_budget_usd, usage=usage, gpu_node=f"{spec.name} {capacity}",
+        estimated_prices=sorted(key for key in used if catalog.price(key).estimate),
     )
 
 

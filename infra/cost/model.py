@@ -142,7 +142,7 @@ class CostReport:
     budget: float
     usage: Usage
     gpu_node: str
-    free_types: dict[str, str] = field(default_factory=dict)
+    estimated_prices: list[str] = field(default_factory=list)  # catalog keys used that are estimates
 
     @property
     def fixed(self) -> float:
@@ -201,6 +201,7 @@ class CostReport:
                 for line in self.lines
             ],
             "unpriced": self.unpriced,
+            "estimatedPrices": self.estimated_prices,
         }
 
 
