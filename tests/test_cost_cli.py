@@ -71,3 +71,10 @@ def test_cost_json_adds_up_and_prices_every_type() -> None:
     assert abs(report["headroomUsd"] - (report["budgetUsd"] - report["monthlyUsd"])) < 0.02
     components = sum(c["fixedUsd"] + c["usageUsd"] for c in report["components"].values())
     assert abs(components - report["monthlyUsd"]) < 0.1
+
+
+def test_preview_prints_the_month_before_traffic() -> None:
+    result = run("preview", "--stack", "dev")
+    assert result.returncode == 0, result.stderr
+    assert "Monthly cost before traffic: " in result.stdout
+    assert "llm-platform cost --stack dev" in result.stdout
