@@ -204,7 +204,7 @@ class Simulation:
         self.last_active = 0.0
         self.recommendations: deque[tuple[float, int]] = deque()
         self.changes: deque[tuple[float, int]] = deque()
-        self.counts = {"refused": 0, "timed_out": 0, "interrupted": 0, "served": 0, "launches": 0, "spot": 0}
+        self.counts = {"refused": 0, "timed_out": 0, "interrupted": 0, "launches": 0, "spot": 0}
         self.node_seconds = 0.0
         self.samples: dict[str, list[float]] = {key: [] for key in SAMPLED}
 
@@ -237,20 +237,6 @@ class Simulation:
         self.wait[request] = now - self.arrival_list[request]
         self.started[request] = now
         heapq.heappush(self.heap, (now + self.service[request], FINISH, next(self.seq), (pod, request)))
-
-    def finish(self, now: float, pod: Pod, request: int) -> None:
-        if pod.dead:
-            return
-        pod.running -= 1
-        self.counts["served"] += 1
-        self.done[request] = True
-        if pod.draining:
-            if pod.running == 0:
-                self.remove(now, pod)
-            return
-        self.free.append(pod)
-        if self.queue:
-            self.drain_queue(now)
 
     def drain_queue(self, now: float) -> None:
         while self.queue:
@@ -478,9 +464,12 @@ class Simulation:
         return self.result(everything, cached, outputs)
 
     def loop(self, progress: Callable[[float], None] | None) -> None:
-        arrival, heap, horizon = self.arrival_list, self.heap, self.horizon
+        """The event loop. The two events almost every request makes (its arrival at a free slot, and its end on
+        a pod that keeps serving) are handled inline: a simulated week of prod is millions of them."""
+        arrival, heap, horizon, free, service = self.arrival_list, self.heap, self.horizon, self.free, self.service
+        wait, started, done, seq = self.wait, self.started, self.done, self.seq
+        heappush, heappop = heapq.heappush, heapq.heappop
         index, count, arrived_in_sample = 0, len(arrival), 0
-        all_arrivals_before: Callable[[float], int] = self._arrivals_counter()
         next_report = HOUR_S
         while True:
             next_arrival = arrival[index] if index < count else math.inf
@@ -492,12 +481,30 @@ class Simulation:
                 progress(now / horizon)
                 next_report += HOUR_S
             if next_arrival <= next_event:
-                self.arrive(now, index)
+                pod = free.pop() if free else None
+                if pod is not None and not (pod.draining or pod.dead):
+                    pod.running += 1
+                    wait[index] = 0.0
+                    started[index] = now
+                    heappush(heap, (now + service[index], FINISH, next(seq), (pod, index)))
+                else:
+                    self.arrive(now, index)
                 index += 1
                 continue
-            _, kind, _, payload = heapq.heappop(heap)
+            _, kind, _, payload = heappop(heap)
             if kind == FINISH:
-                self.finish(now, *payload)
+                pod, request = payload
+                if pod.dead:
+                    continue
+                pod.running -= 1
+                done[request] = True
+                if pod.draining:
+                    if pod.running == 0:
+                        self.remove(now, pod)
+                    continue
+                free.append(pod)
+                if self.queue:
+                    self.drain_queue(now)
             elif kind == POD_READY:
                 self.pod_ready(now, payload)
             elif kind == NODE_EXPIRE:
@@ -513,13 +520,10 @@ class Simulation:
                 self.hpa_sync(now)
                 self.push(now + self.s.hpa_sync_s, HPA_SYNC)
             elif kind == SAMPLE:
-                total = all_arrivals_before(now)
+                total = int(np.searchsorted(self.all_arrivals, now, side="right"))
                 self.sample(now, total - arrived_in_sample)
                 arrived_in_sample = total
                 self.push(now + SAMPLE_S, SAMPLE)
-
-    def _arrivals_counter(self) -> Callable[[float], int]:
-        return lambda now: int(np.searchsorted(self.all_arrivals, now, side="right"))
 
     def result(self, everything: np.ndarray, cached: np.ndarray, outputs: np.ndarray) -> SimResult:
         served = np.asarray(self.done, dtype=bool)
