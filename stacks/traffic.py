@@ -54,10 +54,13 @@ class TrafficConfig(StrictModel):
             raise ValueError(f"levels {negative} have negative request rates")
         return self
 
+    def hourly_levels(self) -> list[str]:
+        """The level of each hour of a week, Monday 00:00 first."""
+        return [level for day in [self.weekday] * 5 + [self.weekend] * 2 for level in day]
+
     def hourly_rates(self) -> list[float]:
         """Requests/s for each hour of a week, Monday 00:00 first."""
-        days = [self.weekday] * 5 + [self.weekend] * 2
-        return [self.levels[level] for day in days for level in day]
+        return [self.levels[level] for level in self.hourly_levels()]
 
 
 class SimulationConfig(StrictModel):

@@ -16,7 +16,7 @@ from rich.table import Table
 from infra.cost.catalog import UnpricedError
 from infra.cost.estimate import StackInputs, load_stack, price, run_simulation
 from infra.cost.model import CostReport
-from infra.cost.simulator import HOUR_S, WEEK_S, SimResult
+from infra.cost.simulator import HOUR_S, WEEK_S, SimResult, per_level
 from infra.cost.throughput import ModelSizeUnknown
 from infra.offline import build_graph
 from stacks.loader import ConfigError, as_engine_config
@@ -161,20 +161,32 @@ def simulate(
         horizon = hours * HOUR_S
         result = simulate_stack(inputs, horizon)
     summary = result.summary()
+    levels = per_level(result, inputs.config.traffic.hourly_levels())
     if as_json:
-        console.print_json(json.dumps(summary))
+        console.print_json(json.dumps({**summary, "levels": levels}))
     else:
-        table = Table(title=f"{stack}: {hours:g} simulated hours (seed {inputs.config.simulation.seed})")
-        table.add_column("measure")
-        table.add_column("value", justify="right")
-        for key, value in summary.items():
-            table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else f"{value:,}")
-        console.print(table)
+        print_simulation(f"{stack}: {hours:g} simulated hours (seed {inputs.config.simulation.seed})", summary, levels)
     if plot:
         from infra.cost.plot import plot_week
 
         plot_week(result, inputs.config, plot)
         console.print(f"plot written to {plot}")
+
+
+def print_simulation(title: str, summary: dict[str, Any], levels: dict[str, dict[str, float]]) -> None:
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else f"{value:,}")
+    console.print(table)
+    by_level = Table(title="Per traffic level (the profile's scenarios)")
+    columns = list(next(iter(levels.values())))
+    for column in ["level", *columns]:
+        by_level.add_column(column, justify="left" if column == "level" else "right")
+    for level, values in levels.items():
+        by_level.add_row(level, *(f"{values[column]:,}" for column in columns))
+    console.print(by_level)
 
 
 def profile_sets(profile: Path | None) -> list[str]:

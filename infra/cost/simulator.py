@@ -143,6 +143,7 @@ class SimResult:
     prompt_tokens: float
     output_tokens: float
     samples: dict[str, np.ndarray] = field(default_factory=dict)
+    ttft_gpu_offset_s: float = 0.0  # prefill + first token, added to a vLLM request's queue wait
     pod_ready_times: list[float] = field(default_factory=list)  # when each started pod became ready
 
     @property
@@ -171,6 +172,29 @@ class SimResult:
             "ttftP99S": round(self.percentile(self.ttfts, 99), 3),
             "maxReplicas": int(self.samples["replicas"].max()) if len(self.samples.get("replicas", [])) else 0,
         }
+
+
+def per_level(result: SimResult, hour_levels: list[str]) -> dict[str, dict[str, float]]:
+    """Seed 000's scenarios, measured: for each traffic level, its hours in the run, the mean and largest replica
+    count, GPU node-hours, and the p95 queue wait and TTFT of the requests vLLM started in its hours."""
+    samples = result.samples
+    sample_level = [hour_levels[int((t - SAMPLE_S) // HOUR_S) % len(hour_levels)] for t in samples["t"]]
+    start_hours = (result.starts // HOUR_S).astype(int) % len(hour_levels)
+    start_level = np.asarray(hour_levels)[start_hours] if len(start_hours) else np.empty(0, dtype=str)
+    ttft_offset = result.ttft_gpu_offset_s
+    table: dict[str, dict[str, float]] = {}
+    for level in dict.fromkeys(hour_levels):
+        mask = np.asarray([name == level for name in sample_level], dtype=bool)
+        waits = result.waits[start_level == level] if len(start_level) else np.empty(0)
+        table[level] = {
+            "hours": float(mask.sum() * SAMPLE_S / HOUR_S),
+            "meanReplicas": round(float(samples["replicas"][mask].mean()), 2) if mask.any() else 0.0,
+            "maxReplicas": int(samples["replicas"][mask].max()) if mask.any() else 0,
+            "gpuNodeHours": round(float(samples["nodes"][mask].sum() * SAMPLE_S / HOUR_S), 1),
+            "queueWaitP95S": round(float(np.percentile(waits, 95)), 3) if len(waits) else 0.0,
+            "ttftP95S": round(float(np.percentile(waits, 95)) + ttft_offset, 3) if len(waits) else 0.0,
+        }
+    return table
 
 
 def arrivals(settings: SimSettings, horizon_s: float, rng: np.random.Generator) -> np.ndarray:
@@ -528,7 +552,8 @@ class Simulation:
     def result(self, everything: np.ndarray, cached: np.ndarray, outputs: np.ndarray) -> SimResult:
         served = np.asarray(self.done, dtype=bool)
         waits = np.asarray(self.wait)[served]
-        ttft_gpu = waits + self.s.throughput.ttft_s(self.s.prompt_tokens)
+        offset = self.s.throughput.ttft_s(self.s.prompt_tokens)
+        ttft_gpu = waits + offset
         hits = int(cached.sum())
         ttfts = np.concatenate([np.full(hits, self.s.cache_hit_latency_s), ttft_gpu])
         return SimResult(
@@ -549,6 +574,7 @@ class Simulation:
             output_tokens=float(outputs[served].sum()),
             samples={key: np.asarray(values) for key, values in self.samples.items()},
             pod_ready_times=self.ready_times,
+            ttft_gpu_offset_s=offset,
         )
 
 
