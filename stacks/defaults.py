@@ -36,7 +36,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
             "observability": {
                 "retention": "3d",
                 "prometheusReplicas": 1,
-                "baseMonthlyUsd": 250,
+                "baseMonthlyUsd": 420,  # `llm-platform cost --stack dev`: modelled non-GPU month
             },
         },
         "serving": {
@@ -74,7 +74,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
             "observability": {
                 "retention": "15d",
                 "prometheusReplicas": 2,
-                "baseMonthlyUsd": 600,
+                "baseMonthlyUsd": 1030,  # `llm-platform cost --stack prod`: modelled non-GPU month
             },
         },
         "serving": {

@@ -114,6 +114,8 @@ def totals(report: CostReport) -> list[tuple[str, str]]:
          f"{report.per_million_tokens():.2f} / {report.gpu_per_million_tokens():.2f}"),
         ("unpriced types", ", ".join(report.unpriced) or "none"),
         ("estimated prices in this total", f"{len(report.estimated_prices)} (docs/cost.md; refresh-prices)"),
+        ("cost alert's baseMonthlyUsd / modelled non-GPU",
+         f"{report.alert_base_usd:,.0f} / {report.total - report.gpu:,.0f}"),
     ]
 
 

@@ -100,6 +100,7 @@ def price(graph: dict[str, Any], config: PlatformConfig, result: SimResult) -> C
         stack=str(graph.get("stack", "")), region=config.region, lines=lines, unpriced=unpriced,
         budget=config.monthly_budget_usd, usage=usage, gpu_node=f"{spec.name} {capacity}",
         estimated_prices=sorted(key for key in used if catalog.price(key).estimate),
+        alert_base_usd=config.addons.observability.base_monthly_usd,
     )
 
 

@@ -143,6 +143,7 @@ class CostReport:
     usage: Usage
     gpu_node: str
     estimated_prices: list[str] = field(default_factory=list)  # catalog keys used that are estimates
+    alert_base_usd: float = 0.0  # addons.observability.baseMonthlyUsd: the cost alert's "everything but GPUs"
 
     @property
     def fixed(self) -> float:
@@ -202,6 +203,8 @@ class CostReport:
             ],
             "unpriced": self.unpriced,
             "estimatedPrices": self.estimated_prices,
+            "alertBaseMonthlyUsd": self.alert_base_usd,
+            "modelledNonGpuUsd": round(self.total - self.gpu, 2),
         }
 
 
