@@ -81,3 +81,15 @@ def test_preview_prints_the_month_before_traffic() -> None:
     assert result.returncode == 0, result.stderr
     assert "Monthly cost before traffic: " in result.stdout
     assert "llm-platform cost --stack dev" in result.stdout
+
+
+def test_set_reads_values_as_yaml_and_rejects_a_missing_equals() -> None:
+    import pytest
+
+    from infra.cost.estimate import parse_set
+    from stacks.loader import ConfigError
+
+    assert parse_set("serving.vllm.maxModelLen=2048") == {"serving": {"vllm": {"maxModelLen": 2048}}}
+    assert parse_set("traffic.weekend=[idle]") == {"traffic": {"weekend": ["idle"]}}
+    with pytest.raises(ConfigError, match=r"expected key\.path=value"):
+        parse_set("serving.vllm.maxModelLen")
