@@ -54,9 +54,6 @@ class ObservabilityConfig(StrictModel):
     )
     prometheus_replicas: int = Field(default=1, ge=1, le=3)
     alerts: AlertThresholds = Field(default_factory=AlertThresholds)
-    gpu_node_hourly_usd: float = Field(
-        default=0.5, gt=0, description="Average price of one GPU node-hour, for the projected-cost alert."
-    )
     base_monthly_usd: float = Field(
         default=300, ge=0, description="Everything but GPU nodes (control plane, system nodes, NAT, cache)."
     )
@@ -83,11 +80,14 @@ class Alert:
         }
 
 
-def alerts(thresholds: AlertThresholds, monthly_budget_usd: float, config: ObservabilityConfig) -> list[Alert]:
-    """The serving alerts; docs/operations-alerts.md says what each means and what to do."""
+def alerts(
+    thresholds: AlertThresholds, monthly_budget_usd: float, config: ObservabilityConfig, gpu_node_hourly_usd: float
+) -> list[Alert]:
+    """The serving alerts; docs/operations-alerts.md says what each means and what to do. The GPU node-hour price
+    comes from the cost catalog (infra/cost/), the one the cost preview uses."""
     wait = thresholds.for_duration
     projected_cost = (
-        f"avg_over_time((count({GPU_NODES}) or vector(0))[1d:5m]) * {config.gpu_node_hourly_usd} * {HOURS_PER_MONTH}"
+        f"avg_over_time((count({GPU_NODES}) or vector(0))[1d:5m]) * {gpu_node_hourly_usd:.4g} * {HOURS_PER_MONTH}"
         f" + {config.base_monthly_usd}"
     )
     return [
@@ -280,6 +280,7 @@ def monitor_spec(app: str, endpoint_key: str) -> dict[str, Any]:
 class ObservabilityArgs:
     config: ObservabilityConfig
     monthly_budget_usd: float
+    gpu_node_hourly_usd: float
     kubernetes_provider: k8s.Provider
     # The system node group and the Pod Identity agent: what its pods need to run and get AWS credentials.
     system_ready: list[pulumi.Resource]
@@ -346,7 +347,9 @@ class Observability(pulumi.ComponentResource):
                         "name": "llm-serving",
                         "rules": [
                             alert.rule()
-                            for alert in alerts(args.config.alerts, args.monthly_budget_usd, args.config)
+                            for alert in alerts(
+                                args.config.alerts, args.monthly_budget_usd, args.config, args.gpu_node_hourly_usd
+                            )
                         ],
                     }
                 ]

@@ -12,6 +12,8 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from infra.cost.cli import register as register_cost_commands
+from infra.cost.estimate import preview_total
 from infra.models.cli import app as models_app
 from infra.offline import SECRET_MASK, Graph, GraphResource, preview_stack
 from infra.render import kubernetes_objects, write_manifests
@@ -50,6 +52,7 @@ def preview(
         raise typer.Exit(code=2) from None
     _print_tree(graph)
     _print_outputs(graph)
+    console.print(preview_total(graph.to_json(), graph.config))
     if json_file:
         json_file.write_text(json.dumps(graph.to_json(), indent=2, sort_keys=False) + "\n")
         console.print(f"graph written to {json_file} ({len(graph.resources)} resources)")
@@ -101,6 +104,8 @@ def _print_outputs(graph: Graph) -> None:
         table.add_row(name, Text(str(shown)))
     console.print(table)
 
+
+register_cost_commands(app)
 
 if __name__ == "__main__":
     app()

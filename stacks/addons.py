@@ -11,6 +11,7 @@ from components.keda import Keda, KedaArgs
 from components.node_pools import NodePools, NodePoolsArgs
 from components.nvidia import NvidiaArgs, NvidiaDevicePlugin
 from components.observability import Observability, ObservabilityArgs
+from infra.cost.estimate import gpu_node_hourly_usd
 
 if TYPE_CHECKING:
     from stacks.platform import PlatformCore
@@ -77,6 +78,7 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
         ObservabilityArgs(
             config=config.observability,
             monthly_budget_usd=core.config.monthly_budget_usd,
+            gpu_node_hourly_usd=gpu_node_hourly_usd(core.config),
             kubernetes_provider=provider,
             system_ready=system_ready,
         ),

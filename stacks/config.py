@@ -23,6 +23,7 @@ from components.network import NetworkConfig
 from components.node_pools import KARPENTER_RESERVED_TAGS, CpuPoolConfig, GpuPoolConfig
 from components.observability import ObservabilityConfig
 from components.vllm import ScalingConfig, VllmConfig
+from stacks.traffic import SimulationConfig, TrafficConfig
 
 AWS_REGION_PATTERN = r"^(us|eu|ap|ca|sa|me|af|il|mx)-[a-z]+-\d$"
 # The repository root (beside Pulumi.yaml): image build contexts are relative to it, whatever the working directory.
@@ -94,6 +95,8 @@ class PlatformConfig(StrictModel):
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
     addons: AddonsConfig = Field(default_factory=AddonsConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    traffic: TrafficConfig = Field(default_factory=TrafficConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
 
     @property
     def production(self) -> bool:

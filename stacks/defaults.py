@@ -42,8 +42,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
             "observability": {
                 "retention": "3d",
                 "prometheusReplicas": 1,
-                "gpuNodeHourlyUsd": 0.35,
-                "baseMonthlyUsd": 250,
+                "baseMonthlyUsd": 420,  # `llm-platform cost --stack dev`: modelled non-GPU month
             },
         },
         "serving": {
@@ -51,6 +50,8 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
             "scaling": {"activation": "gateway", "cooldownPeriodS": 300},
             "gateway": {"minReplicas": 1, "maxReplicas": 2, "workers": 1},
         },
+        # A team trying the platform: seed 000's day shape at a twentieth of its request rates.
+        "traffic": {"levels": {"idle": 0.0, "low": 0.3, "medium": 0.8, "high": 1.4, "peak": 1.8}},
     },
     "prod": {
         "monthlyBudgetUsd": 1500,
@@ -85,8 +86,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
             "observability": {
                 "retention": "15d",
                 "prometheusReplicas": 2,
-                "gpuNodeHourlyUsd": 0.9,
-                "baseMonthlyUsd": 600,
+                "baseMonthlyUsd": 1030,  # `llm-platform cost --stack prod`: modelled non-GPU month
             },
         },
         "serving": {

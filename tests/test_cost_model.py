@@ -1,0 +1,168 @@
+"""The cost model against hand-computed figures for small graphs, priced from a test catalog of round numbers
+(so the expected figures do not depend on the repository's prices), and the dev/prod graphs fully covered."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.cost.catalog import UnpricedError, load_catalog
+from infra.cost.estimate import budget_status
+from infra.cost.model import Context, Usage, price_graph
+from infra.offline import Graph
+
+STACK = "urn:pulumi:t::p::pulumi:pulumi:Stack::p-t"
+NETWORK = f"{STACK}$llm-platform:components:Network::network"
+POOLS = f"{STACK}$llm-platform:components:NodePools::pools"
+
+
+def write_catalog(directory: Path) -> None:
+    prices = {
+        "natgateway.hour": 0.05, "natgateway.gb": 0.05, "ipv4.public.hour": 0.005, "vpce.interface.az-hour": 0.01,
+        "kms.key-month": 1.0, "ec2.g6.2xlarge.spot": 0.5, "ec2.g6.2xlarge.on-demand": 1.0,
+        "ec2.g6.xlarge.spot": 0.3, "ecr.storage.gb-month": 0.1,
+        "ebs.gp3.gb-month": 0.1, "ebs.gp3.iops-month": 0.01, "ebs.gp3.mibps-month": 0.1,
+    }
+    document = {"region": "xx-test-1", "prices": {
+        key: {"price": value, "unit": "u", "date": "2026-11-30", "source": "test"} for key, value in prices.items()
+    }}
+    (directory / "xx-test-1.json").write_text(json.dumps(document))
+    types = {
+        "g6.xlarge": {"vcpu": 4, "memoryGib": 16, "gpus": 1, "gpu": "L4"},
+        "g6.2xlarge": {"vcpu": 8, "memoryGib": 32, "gpus": 1, "gpu": "L4"},
+    }
+    (directory / "instances.json").write_text(json.dumps({"types": types}))
+
+
+def resource(type_token: str, name: str, parent: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    return {"urn": f"{parent}${type_token}::{name}", "type": type_token, "name": name, "parent": parent,
+            "inputs": inputs}
+
+
+def component(type_name: str, name: str) -> dict[str, Any]:
+    return {"urn": f"{STACK}$llm-platform:components:{type_name}::{name}",
+            "type": f"llm-platform:components:{type_name}", "name": name, "parent": STACK, "inputs": {}}
+
+
+def usage(**overrides: Any) -> Usage:
+    values: dict[str, Any] = {
+        "requests": 0, "gpu_requests": 0, "gpu_tokens": 0, "gpu_node_hours": 0, "gpu_node_launches": 0,
+        "hourly_requests": [], "prompt_tokens": 0, "output_tokens": 0,
+    }
+    return Usage(**{**values, **overrides})
+
+
+def context(tmp_path: Path, resources: list[dict[str, Any]], month: Usage) -> Context:
+    write_catalog(tmp_path)
+    catalog = load_catalog("xx-test-1", tmp_path)
+    graph = {"stack": "t", "resources": resources}
+    return Context(graph=graph, catalog=catalog, usage=month, model_gb=14, image_gb=8, huggingface=False)
+
+
+def test_network_graph_matches_hand_computed_month(tmp_path: Path) -> None:
+    resources = [
+        component("Network", "network"),
+        resource("aws:ec2/natGateway:NatGateway", "nat-a", NETWORK, {}),
+        resource("aws:ec2/eip:Eip", "nat-a", NETWORK, {"domain": "vpc"}),
+        resource("aws:ec2/vpcEndpoint:VpcEndpoint", "sts", NETWORK,
+                 {"vpcEndpointType": "Interface", "subnetIds": ["a", "b"]}),
+        resource("aws:ec2/vpcEndpoint:VpcEndpoint", "s3", NETWORK, {"vpcEndpointType": "Gateway"}),
+        resource("aws:kms/key:Key", "key", NETWORK, {}),
+        resource("aws:iam/role:Role", "role", NETWORK, {}),
+    ]
+    lines, unpriced = price_graph(context(tmp_path, resources, usage(gpu_node_launches=10)))
+    # NAT 0.05 x 730 = 36.50; EIP 0.005 x 730 = 3.65; endpoint 2 AZ x 0.01 x 730 = 14.60; key 1.00
+    assert round(sum(line.fixed for line in lines), 2) == 55.75
+    # 10 new GPU nodes x 8 GB image through the one NAT x 0.05/GB = 4.00
+    assert round(sum(line.usage for line in lines), 2) == 4.00
+    assert {line.component for line in lines} == {"network"}
+    assert unpriced == []
+
+
+def test_an_image_repository_is_priced_for_the_images_it_keeps(tmp_path: Path) -> None:
+    resources = [
+        component("Images", "images"),
+        resource("aws:ecr/repository:Repository", "gateway", f"{STACK}$llm-platform:components:Images::images", {}),
+        resource("docker-build:index:Image", "gateway", f"{STACK}$llm-platform:components:Images::images", {}),
+    ]
+    lines, unpriced = price_graph(context(tmp_path, resources, usage()))
+    # 20 tagged images kept by the lifecycle policy x 0.3 GB x 0.10/GB-month = 0.60; the build itself is free
+    assert round(sum(line.fixed for line in lines), 2) == 0.60
+    assert unpriced == []
+
+
+def test_gpu_pool_is_priced_from_the_simulated_node_hours(tmp_path: Path) -> None:
+    pool = resource("kubernetes:karpenter.sh/v1:NodePool", "pools-gpu-nodepool", POOLS, {"spec": {"template": {
+        "metadata": {"labels": {"llm-platform/pool": "gpu"}},
+        "spec": {"requirements": [
+            {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["g6"]},
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]},
+        ]},
+    }}})
+    node_class = resource("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass", "pools-gpu-ec2nodeclass", POOLS, {"spec": {
+        "blockDeviceMappings": [{"ebs": {"volumeSize": "200Gi", "iops": 4000, "throughput": 225}}],
+    }})
+    vllm = resource("kubernetes:apps/v1:Deployment", "vllm", STACK, {"spec": {"replicas": 0, "template": {"spec": {
+        "nodeSelector": {"llm-platform/pool": "gpu"},
+        "containers": [{"resources": {"requests": {"cpu": "4", "memory": "24Gi", "nvidia.com/gpu": "1"}}}],
+    }}}})
+    resources = [component("NodePools", "pools"), pool, node_class, vllm]
+    lines, unpriced = price_graph(context(tmp_path, resources, usage(gpu_node_hours=365)))
+    # 24 Gi does not fit g6.xlarge (16 GiB), so g6.2xlarge Spot: 365 h x 0.50 = 182.50; its volume for half a
+    # month (365 of 730 h): (200 GiB x 0.10 + 1000 IOPS x 0.01 + 100 MiB/s x 0.10) / 2 = 20.00
+    (line,) = lines
+    assert "g6.2xlarge spot" in line.item
+    assert (round(line.fixed, 2), round(line.usage, 2)) == (0.0, 202.50)
+    assert unpriced == []
+
+
+def test_an_unknown_type_is_reported_not_skipped(tmp_path: Path) -> None:
+    resources = [
+        resource("aws:newservice/thing:Thing", "thing", STACK, {}),
+        resource("aws:elasticache/replicationGroup:ReplicationGroup", "redis", STACK,
+                 {"nodeType": "cache.x9.huge", "numCacheClusters": 1}),
+    ]
+    lines, unpriced = price_graph(context(tmp_path, resources, usage()))
+    assert lines == []
+    assert unpriced[0] == (
+        "aws:elasticache/replicationGroup:ReplicationGroup (no price for 'elasticache.cache.x9.huge' in xx-test-1 "
+        "(infra/cost/prices/xx-test-1.json))"
+    )
+    assert unpriced[1] == "aws:newservice/thing:Thing"
+
+
+def test_a_missing_region_names_the_available_ones(tmp_path: Path) -> None:
+    write_catalog(tmp_path)
+    with pytest.raises(UnpricedError, match="no price catalog for region eu-west-9; available: xx-test-1"):
+        load_catalog("eu-west-9", tmp_path)
+
+
+def test_every_type_in_both_stacks_is_priced_or_free(graph: Graph) -> None:
+    catalog = load_catalog(graph.config.region)
+    month = usage(requests=1e6, gpu_node_hours=100, gpu_node_launches=10, hourly_requests=[1000.0] * 730)
+    ctx = Context(graph=graph.to_json(), catalog=catalog, usage=month, model_gb=14, image_gb=8, huggingface=True)
+    lines, unpriced = price_graph(ctx)
+    assert unpriced == [], f"{graph.stack}: unpriced resource types {unpriced}"
+    priced = {line.type for line in lines}
+    assert {"eks:index:Cluster", "aws:ec2/natGateway:NatGateway", "kubernetes:karpenter.sh/v1:NodePool"} <= priced
+
+
+def test_every_catalog_entry_has_a_date_and_a_source_and_estimates_say_why() -> None:
+    for region in ("us-east-1", "us-west-2"):
+        for price in load_catalog(region).prices.values():
+            assert price.date and (price.source.startswith("http") or "API" in price.source), price
+            assert price.price > 0, price
+            assert price.estimate is None or len(price.estimate) > 20, price
+
+
+def test_the_cost_alert_and_the_budget_check_use_one_gpu_price(graph: Graph) -> None:
+    status = budget_status(graph.to_json(), graph.config)
+    # A vLLM pod asks for 4 CPU and 24 Gi: no xlarge of g5/g6 (16 GiB) holds it, g6.2xlarge Spot is the cheapest.
+    assert status["gpuNodeHourlyUsd"] == load_catalog(graph.config.region).rate("ec2.g6.2xlarge.spot")
+    spec = graph.one("kubernetes:monitoring.coreos.com/v1:PrometheusRule").inputs["spec"]
+    alerts = {rule.get("alert"): rule["expr"] for group in spec["groups"] for rule in group["rules"]}
+    expr = alerts["LlmProjectedMonthlyCostOverBudget"]
+    assert f" * {status['gpuNodeHourlyUsd']:.4g} * 730 " in expr, expr
+    assert status["headroomUsd"] == round(status["budgetUsd"] - status["projectedUsd"], 2)
+    assert status["unpriced"] == []
