@@ -14,7 +14,8 @@ from rich.tree import Tree
 
 from infra.offline import SECRET_MASK, Graph, GraphResource, preview_stack
 from infra.render import kubernetes_objects, write_manifests
-from stacks.loader import ConfigError
+from stacks.loader import ConfigError, stack_file
+from stacks.placeholders import find_placeholders
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(emoji=False, highlight=False)
@@ -48,6 +49,9 @@ def preview(
         raise typer.Exit(code=2) from None
     _print_tree(graph)
     _print_outputs(graph)
+    for placeholder in find_placeholders(graph.config):
+        errors.print(f"warning: {placeholder.message(stack_file(project_dir, stack).name)}", markup=False,
+                     soft_wrap=True)
     if json_file:
         json_file.write_text(json.dumps(graph.to_json(), indent=2, sort_keys=False) + "\n")
         console.print(f"graph written to {json_file} ({len(graph.resources)} resources)")

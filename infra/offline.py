@@ -139,7 +139,7 @@ def _build_graph(config: PlatformConfig, stack: str, engine_config: dict[str, st
     monitor = RecordingMonitor(PlatformMocks(config.region))
     pulumi.runtime.set_all_config(engine_config)
     pulumi_mocks.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
-    _sync_await(run_pulumi_func(lambda: run(PROJECT, stack)))
+    _sync_await(run_pulumi_func(lambda: run(PROJECT, stack, offline=True)))
 
     graph = Graph(project=PROJECT, stack=stack, config=config)
     graph.resources = sorted(monitor.recorded, key=lambda resource: resource.urn)

@@ -54,12 +54,14 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
             redis_port=core.cache.port,
             redis_auth_token=core.cache.auth_token,
             kubernetes_provider=provider,
+            load_balancer_name=core.edge.gateway_load_balancer_name,
             domain=core.config.edge.domain,
             certificate_arn=core.edge.certificate_arn,
             web_acl_arn=core.edge.web_acl_arn,
         ),
         on_aws,
     )
+    core.edge.route_domain(gateway.ingress)
     if config.apps:
         Apps(
             "apps",
@@ -70,4 +72,4 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
                 kubernetes_provider=provider,
             ),
         )
-    return {"gatewayUrl": gateway.url, "vllmUrl": vllm.url, "servedModelName": config.vllm.name_for_clients}
+    return {"gatewayUrl": gateway.url, "gatewayLoadBalancer": gateway.load_balancer_hostname, "vllmUrl": vllm.url, "servedModelName": config.vllm.name_for_clients}
