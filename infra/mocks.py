@@ -54,8 +54,9 @@ def _uuid(seed: str) -> str:
 class PlatformMocks(pulumi.runtime.Mocks):
     """Answers per type token; anything not listed still gets an id, an ARN and its inputs back."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, caller_arn: str = f"arn:aws:iam::{ACCOUNT_ID}:user/offline-preview") -> None:
         self.region = region
+        self.caller_arn = caller_arn
         self._outputs: dict[str, Callable[[str, Outputs], Outputs]] = {
             "aws:iam/role:Role": self._iam_role,
             "aws:s3/bucket:Bucket": self._bucket,
@@ -83,7 +84,7 @@ class PlatformMocks(pulumi.runtime.Mocks):
             "aws:index/getAvailabilityZones:getAvailabilityZones": self._availability_zones,
             "aws:index/getCallerIdentity:getCallerIdentity": lambda args: {
                 "accountId": ACCOUNT_ID,
-                "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/offline-preview",
+                "arn": self.caller_arn,
                 "userId": "AIDAOFFLINEPREVIEW",
                 "id": ACCOUNT_ID,
             },

@@ -72,4 +72,9 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
                 kubernetes_provider=provider,
             ),
         )
-    return {"gatewayUrl": gateway.url, "gatewayLoadBalancer": gateway.load_balancer_hostname, "vllmUrl": vllm.url, "servedModelName": config.vllm.name_for_clients}
+    return {
+        "gatewayUrl": gateway.url,
+        "gatewayLoadBalancer": gateway.load_balancer_hostname,
+        "vllmUrl": vllm.url,
+        "servedModelName": config.vllm.name_for_clients,
+    }
