@@ -305,8 +305,9 @@ class VllmServer(pulumi.ComponentResource):
 
     @staticmethod
     def _ingress_policy(name: str, metadata: Any, labels: dict[str, str], on_cluster: pulumi.ResourceOptions) -> None:
-        """Only the gateway (keys, limits) and Prometheus (scrapes) reach vLLM's port; kubelet probes come from
-        the node, which NetworkPolicy does not restrict. Enforced by the VPC CNI's policy agent (cluster.py)."""
+        """Only the gateway (keys, limits) and Prometheus (scrapes) reach vLLM's port. Enforced by the VPC CNI's
+        network policy agent (cluster.py), which always allows the node's own IP, so kubelet probes still pass
+        (aws/aws-network-policy-agent#65)."""
         port = [{"protocol": "TCP", "port": contracts.VLLM_PORT}]
         k8s.networking.v1.NetworkPolicy(
             f"{name}-ingress",
