@@ -272,8 +272,8 @@ class Cluster(pulumi.ComponentResource):
         for arn in skipped:
             pulumi.log.warn(
                 f"cluster.adminPrincipalArns: {arn} is the identity running this deploy ({deployer_arn}); EKS "
-                "already made it cluster admin when the cluster was created, so no second access entry is declared "
-                "(pulumi/pulumi-eks#2373). Run later deploys as the same identity.",
+                "gives the identity that creates the cluster an admin access entry of its own, so no second one is "
+                "declared (pulumi/pulumi-eks#2373). Run later deploys as the same identity.",
                 resource=self,
             )
         return {
