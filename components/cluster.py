@@ -163,6 +163,8 @@ class Cluster(pulumi.ComponentResource):
             node_associate_public_ip_address=False,
             endpoint_private_access=True,
             endpoint_public_access=config.public_endpoint,
+            # pulumi-eks refuses publicAccessCidrs with the public endpoint off, and waits for /healthz (from
+            # where `pulumi up` runs) only with it on (nodejs/eks/cluster/cluster.ts).
             public_access_cidrs=config.public_access_cidrs if config.public_endpoint else None,
             enabled_cluster_log_types=list(config.log_types),
             encryption_config_key_arn=secrets_key.arn,
