@@ -17,6 +17,10 @@ from components.versions import VLLM_IMAGE
 
 VLLM_NAME = "vllm"
 SHM_PATH = "/dev/shm"
+# The vllm/vllm-openai image runs as root ("designed to be run under the root user", vLLM docs "Using Docker";
+# docker/Dockerfile's `vllm-openai` target sets no USER, the non-root one is a separate opt-in build target), and
+# writes its caches under /root/.cache: so no runAsNonRoot, but nothing beyond that either.
+VLLM_CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 # Slack on top of preStop + vLLM's drain, for the process to exit after draining.
 EXIT_MARGIN_S = 10
 # A GPU pod's first start also waits for a Spot node (about a minute) and an 8-10 GB image pull (minutes without
@@ -24,10 +28,6 @@ EXIT_MARGIN_S = 10
 NODE_AND_IMAGE_WINDOW_S = 15 * 60
 # Activation metric the gateway exports while it holds requests and no vLLM pod is ready.
 GATEWAY_PENDING_METRIC = "gateway_pending_requests"
-# The vllm/vllm-openai image runs as root ("designed to be run under the root user", vLLM docs "Using Docker";
-# docker/Dockerfile's `vllm-openai` target sets no USER, the non-root one is a separate opt-in build target), and
-# writes its caches under /root/.cache: so no runAsNonRoot, but nothing beyond that either.
-VLLM_CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 # Quantization methods vLLM 0.33 accepts for `--quantization` that fit a single L4/A10G-class GPU.
 Quantization = Literal["awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "compressed-tensors", "bitsandbytes"]
 
