@@ -24,6 +24,8 @@ class ModelStoreConfig(StrictModel):
 class ModelStoreArgs:
     config: ModelStoreConfig
     bucket_name: str
+    # Refuse to delete the bucket and its key (prod); the bucket's settings, its children, inherit it.
+    protect: bool = False
 
 
 class ModelStore(pulumi.ComponentResource):
@@ -36,15 +38,16 @@ class ModelStore(pulumi.ComponentResource):
         super().__init__("llm-platform:components:ModelStore", name, None, opts)
         config = args.config
         child = pulumi.ResourceOptions(parent=self)
+        stateful = pulumi.ResourceOptions(parent=self, protect=args.protect)
 
         key = aws.kms.Key(
             f"{name}-weights",
             description=f"Encryption of model weights in s3://{args.bucket_name}",
             enable_key_rotation=True,
-            opts=child,
+            opts=stateful,
         )
         bucket = aws.s3.Bucket(
-            f"{name}-bucket", bucket=args.bucket_name, force_destroy=config.force_destroy, opts=child
+            f"{name}-bucket", bucket=args.bucket_name, force_destroy=config.force_destroy, opts=stateful
         )
         bucket_child = pulumi.ResourceOptions(parent=bucket)
         public_access_block = aws.s3.BucketPublicAccessBlock(

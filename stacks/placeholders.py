@@ -24,7 +24,7 @@ EXAMPLE_DOMAINS = ("example.com", "example.net", "example.org")
 RESERVED_TOP_LEVEL = ("test", "example", "invalid", "localhost")
 # AWS documentation marks example identifiers with EXAMPLE (AKIAIOSFODNN7EXAMPLE, Z3M3LMPEXAMPLE).
 EXAMPLE_MARKER = "EXAMPLE"
-# Registries under which this project publishes no image (README "Deploying for real": build your own).
+# Where this project publishes no image: the stack builds its own (components/images.py).
 UNPUBLISHED_IMAGE_PREFIXES = ("ghcr.io/llm-platform/",)
 
 _DOMAIN = re.compile(r"^(\*\.)?([a-z0-9-]+\.)+[a-z]{2,63}$")
@@ -39,8 +39,9 @@ WHAT_BELONGS = {
     "edge.hostedZoneId": "the id of the Route 53 public hosted zone that serves edge.domain (aws route53 "
     "list-hosted-zones)",
     "edge.certificateArn": "the ARN of an ISSUED ACM certificate for edge.domain in the stack's region",
-    "serving.gateway.image": "the gateway image you built from serving/Dockerfile and pushed (docs/deploy.md)",
-    "serving.apps.image": "your app's image in a registry your nodes can pull from (or remove the app)",
+    "serving.gateway.image": "an image you pushed to a registry your nodes can pull from, or unset it so the stack "
+    "builds serving/Dockerfile",
+    "serving.apps.image": "your app's image in a registry your nodes can pull from (or use build, or remove the app)",
 }
 DEFAULT_WHAT_BELONGS = "your own value (docs/deploy.md lists what each stack needs)"
 

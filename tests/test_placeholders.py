@@ -16,25 +16,27 @@ from stacks.placeholders import find_placeholders, placeholder_reason
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # Each shipped stack's example values, by key: what the README tells a user to fill in.
 SHIPPED = {
-    "dev": {
-        "cluster.publicAccessCidrs[0]": "203.0.113.0/24",
-        "serving.gateway.image": "ghcr.io/llm-platform/gateway:0.1.0",
-        "serving.apps[0].image": "ghcr.io/llm-platform/flask-api:0.1.0",
-    },
+    "dev": {"cluster.publicAccessCidrs[0]": "203.0.113.0/24"},
     "prod": {
         "cluster.publicAccessCidrs[0]": "198.51.100.0/24",
         "cluster.adminPrincipalArns[0]": "arn:aws:iam::123456789012:role/platform-admins",
         "edge.domain": "llm.example.com",
         "edge.hostedZoneId": "Z0EXAMPLE00ZONE",
-        "serving.gateway.image": "ghcr.io/llm-platform/gateway:0.1.0",
     },
 }
 # What a user would put there instead.
 FILLED = {
     "cluster": {"publicAccessCidrs": ["81.2.69.0/24"], "adminPrincipalArns": ["arn:aws:iam::444455556666:role/ops"]},
     "edge": {"domain": "llm.acme-corp.io", "hostedZoneId": "Z05821223M3LMP9Q2ZJ1Y"},
-    "serving": {"gateway": {"image": "444455556666.dkr.ecr.us-west-2.amazonaws.com/gateway:1.4.2"}, "apps": []},
 }
+
+
+def test_a_named_image_this_project_does_not_publish_is_one() -> None:
+    """The stack builds its own images; a name under the project's would-be registry is a leftover example."""
+    named = {"serving": {"gateway": {"image": "ghcr.io/llm-platform/gateway:0.1.0"}}}
+    values = deep_merge(shipped_values("dev"), named)
+    (found,) = [p for p in find_placeholders(validate("dev", values, "x")) if p.key == "serving.gateway.image"]
+    assert "unset it so the stack builds serving/Dockerfile" in found.message("x")
 
 
 def shipped_values(stack: str) -> dict:
