@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from infra.models.cli import app as models_app
 from infra.offline import SECRET_MASK, Graph, GraphResource, preview_stack
 from infra.render import kubernetes_objects, write_manifests
 from stacks.loader import ConfigError, stack_file
@@ -20,6 +21,7 @@ from stacks.placeholders import find_placeholders
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(emoji=False, highlight=False)
 errors = Console(stderr=True, emoji=False, highlight=False)
+app.add_typer(models_app, name="models", help="Publish model versions to the model bucket; promote and roll back.")
 
 
 @app.callback()

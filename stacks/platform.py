@@ -131,6 +131,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
         "kubeconfig": cluster.kubeconfig,
         "oidcIssuer": cluster.oidc_issuer,
         "modelBucketName": model_store.bucket_name,
+        "modelRegistryTableName": model_store.registry_table_name,
         "modelReaderRoleArn": model_store.reader_role_arn,
         "redisEndpoint": cache.primary_endpoint,
         "redisPort": cache.port,
