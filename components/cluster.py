@@ -50,21 +50,67 @@ class ClusterConfig(StrictModel):
         default=None, description="Default: the version pinned in components/versions.py."
     )
     public_endpoint: bool = True
-    public_access_cidrs: list[Cidr] = Field(default_factory=list)
+    public_access_cidrs: list[Cidr] = Field(
+        default_factory=list, description="Who reaches the public endpoint: your deployers' egress CIDRs."
+    )
+    private_access_cidrs: list[Cidr] = Field(
+        default_factory=list,
+        description="Networks routed into the VPC (VPN, peering, a runner's VPC) given 443 on the private endpoint.",
+    )
     log_types: list[ClusterLogType] = Field(default_factory=lambda: list(get_args(ClusterLogType)))
     admin_principal_arns: list[Annotated[str, Field(pattern=IAM_PRINCIPAL_PATTERN)]] = Field(default_factory=list)
     system_nodes: NodeGroupConfig = Field(default_factory=NodeGroupConfig)
 
     @model_validator(mode="after")
-    def public_endpoint_restricted(self) -> Self:
+    def api_server_reachable_and_restricted(self) -> Self:
         if self.public_endpoint and not self.public_access_cidrs:
             raise ValueError(
-                "publicEndpoint is true but publicAccessCidrs is empty; list the CIDRs allowed to reach the "
-                "API server, or set publicEndpoint: false"
+                "publicEndpoint is true but publicAccessCidrs is empty; list the CIDRs your deploys come from "
+                "(office, VPN or CI runner egress), or set publicEndpoint: false with privateAccessCidrs"
             )
-        if "0.0.0.0/0" in self.public_access_cidrs:
-            raise ValueError("publicAccessCidrs must not contain 0.0.0.0/0; restrict it to your office/VPN CIDRs")
+        if not self.public_endpoint and not self.private_access_cidrs:
+            # `pulumi up` itself talks to the API server (Helm releases, manifests): on a VPC the same run
+            # creates, a private-only endpoint has nobody inside to reach it.
+            raise ValueError(
+                "publicEndpoint is false and privateAccessCidrs is empty, so nothing can reach the API server "
+                "and `pulumi up` cannot install anything in the cluster; for the first deploy set "
+                "publicEndpoint: true with publicAccessCidrs (your deployers' egress CIDRs), and once a VPN or "
+                "peered network reaches the VPC list its CIDRs in privateAccessCidrs (docs/deploy.md)"
+            )
+        for key, cidrs in (("publicAccessCidrs", self.public_access_cidrs),
+                           ("privateAccessCidrs", self.private_access_cidrs)):
+            if "0.0.0.0/0" in cidrs:
+                raise ValueError(f"{key} must not contain 0.0.0.0/0; restrict it to your office/VPN CIDRs")
         return self
+
+
+def principal_identity(arn: str) -> tuple[str, str, str, str] | None:
+    """(partition, account, role|user, name) of an IAM principal, or of the STS session of a role.
+
+    The session `arn:aws:sts::ACCT:assumed-role/NAME/SESSION` is the role `arn:aws:iam::ACCT:role/PATH/NAME`: the
+    session ARN carries no role path, and a role or user name is unique in its account whatever its path, so the
+    name identifies the principal."""
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn":
+        return None
+    _, partition, service, _, account, resource = parts
+    kind, _, rest = resource.partition("/")
+    segments = rest.split("/")
+    if service == "sts" and kind == "assumed-role" and len(segments) == 2:
+        return partition, account, "role", segments[0]
+    if service == "iam" and kind in ("role", "user") and segments[-1]:
+        return partition, account, kind, segments[-1]
+    return None
+
+
+def admin_access_principals(admin_arns: Sequence[str], deployer_arn: str) -> tuple[list[str], list[str]]:
+    """Split `adminPrincipalArns` into those that get an access entry and the deploying identity itself, which
+    EKS already made cluster admin when pulumi-eks created the cluster (bootstrapClusterCreatorAdminPermissions
+    is always true there, pulumi-eks nodejs/eks/cluster/cluster.ts); a second entry for it fails with
+    ResourceInUseException (pulumi/pulumi-eks#2373)."""
+    deployer = principal_identity(deployer_arn)
+    granted = [arn for arn in admin_arns if deployer is None or principal_identity(arn) != deployer]
+    return granted, [arn for arn in admin_arns if arn not in granted]
 
 
 @dataclass(frozen=True)
@@ -72,6 +118,8 @@ class ClusterArgs:
     config: ClusterConfig
     cluster_name: str
     kubernetes_version: str
+    # Who runs this deploy (sts:GetCallerIdentity); EKS makes it cluster admin on creation.
+    deployer_arn: str
     vpc_id: pulumi.Input[str]
     public_subnet_ids: Sequence[pulumi.Input[str]]
     private_subnet_ids: Sequence[pulumi.Input[str]]
@@ -122,22 +170,18 @@ class Cluster(pulumi.ComponentResource):
             node_associate_public_ip_address=False,
             endpoint_private_access=True,
             endpoint_public_access=config.public_endpoint,
+            # pulumi-eks refuses publicAccessCidrs with the public endpoint off, and waits for /healthz (from
+            # where `pulumi up` runs) only with it on (nodejs/eks/cluster/cluster.ts).
             public_access_cidrs=config.public_access_cidrs if config.public_endpoint else None,
             enabled_cluster_log_types=list(config.log_types),
             encryption_config_key_arn=secrets_key.arn,
             authentication_mode=eks.AuthenticationMode.API,
-            access_entries={
-                f"admin-{index}": eks.AccessEntryArgs(
-                    principal_arn=arn,
-                    access_policies={
-                        "cluster-admin": eks.AccessPolicyAssociationArgs(
-                            policy_arn=CLUSTER_ADMIN_POLICY,
-                            access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
-                        )
-                    },
-                )
-                for index, arn in enumerate(config.admin_principal_arns)
-            },
+            access_entries=self._admin_access_entries(config.admin_principal_arns, args.deployer_arn),
+            # NetworkPolicy objects are only enforced once the VPC CNI's network policy agent is on
+            # (https://docs.aws.amazon.com/eks/latest/userguide/cni-network-policy-configure.html); pulumi-eks
+            # writes this as `enableNetworkPolicy: "true"` into the vpc-cni addon's configurationValues
+            # (pulumi-eks nodejs/eks/addons/cni-addon.ts, mergeConfigurationValues).
+            vpc_cni_options=eks.VpcCniOptionsArgs(enable_network_policy=True),
             skip_default_node_group=True,
             # The EKS-created cluster security group then guards both managed and Karpenter nodes.
             skip_default_security_groups=True,
@@ -152,6 +196,7 @@ class Cluster(pulumi.ComponentResource):
         self.cluster_security_group_id = cluster.cluster_security_group_id
         cluster_child = pulumi.ResourceOptions(parent=cluster)
 
+        self._private_endpoint_access(name, config.private_access_cidrs, cluster_child)
         # Karpenter finds the security group for the nodes it launches by this tag.
         aws.ec2.Tag(
             f"{name}-karpenter-discovery",
@@ -230,3 +275,44 @@ class Cluster(pulumi.ComponentResource):
                 "node_role_arn": self.node_role_arn,
             }
         )
+
+    def _admin_access_entries(self, admin_arns: Sequence[str], deployer_arn: str) -> dict[str, eks.AccessEntryArgs]:
+        """Cluster-admin access entries, keyed by position in adminPrincipalArns so that skipping one keeps the
+        others' keys (and resources) unchanged."""
+        granted, skipped = admin_access_principals(admin_arns, deployer_arn)
+        for arn in skipped:
+            pulumi.log.warn(
+                f"cluster.adminPrincipalArns: {arn} is the identity running this deploy ({deployer_arn}); EKS "
+                "gives the identity that creates the cluster an admin access entry of its own, so no second one is "
+                "declared (pulumi/pulumi-eks#2373). Run later deploys as the same identity.",
+                resource=self,
+            )
+        return {
+            f"admin-{index}": eks.AccessEntryArgs(
+                principal_arn=arn,
+                access_policies={
+                    "cluster-admin": eks.AccessPolicyAssociationArgs(
+                        policy_arn=CLUSTER_ADMIN_POLICY,
+                        access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                    )
+                },
+            )
+            for index, arn in enumerate(admin_arns)
+            if arn in granted
+        }
+
+    def _private_endpoint_access(self, name: str, cidrs: Sequence[str], opts: pulumi.ResourceOptions) -> None:
+        """The private endpoint answers on the cluster security group: networks routed into the VPC need 443 there
+        (https://docs.aws.amazon.com/eks/latest/userguide/cluster-endpoint.html, accessing a private-only API
+        server)."""
+        for index, cidr in enumerate(cidrs):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-api-from-{index}",
+                security_group_id=self.cluster_security_group_id,
+                description=f"Kubernetes API (private endpoint) from {cidr}",
+                cidr_ipv4=cidr,
+                ip_protocol="tcp",
+                from_port=443,
+                to_port=443,
+                opts=opts,
+            )

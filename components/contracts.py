@@ -20,3 +20,9 @@ GATEWAY_APP = "gateway"
 VLLM_PORT = 8000
 GATEWAY_PORT = 8080
 METRICS_PORT_NAME = "http"
+
+# Labels the Prometheus operator puts on every Prometheus server pod (prometheus-operator
+# pkg/prometheus/server/statefulset.go, podSelectorLabels): what a NetworkPolicy lets scrape a workload.
+PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus"}
+# Set by Kubernetes on every namespace (1.22+): how a NetworkPolicy selects a namespace by name.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"

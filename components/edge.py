@@ -16,18 +16,45 @@ from components.versions import AWS_LOAD_BALANCER_CONTROLLER
 LBC_NAMESPACE = "kube-system"
 LBC_SERVICE_ACCOUNT = "aws-load-balancer-controller"
 DNS_NAME_PATTERN = r"^(?=.{1,253}$)(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+CERTIFICATE_ARN_PATTERN = r"^arn:aws[a-z-]*:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[0-9a-f-]{36}$"
+# An ALB name: at most 32 characters, letters, digits and hyphens (elasticloadbalancingv2 CreateLoadBalancer).
+_ALB_NAME_MAX = 32
+_ALB_NAME_SUFFIX = "-gateway"
 
 
 class EdgeConfig(StrictModel):
     domain: str | None = Field(default=None, pattern=DNS_NAME_PATTERN)
-    hosted_zone_id: str | None = Field(default=None, pattern=r"^Z[A-Z0-9]{1,31}$")
+    hosted_zone_id: str | None = Field(
+        default=None,
+        pattern=r"^Z[A-Z0-9]{1,31}$",
+        description="Route 53 public hosted zone of the domain: certificate validation records and the ALB alias.",
+    )
+    certificate_arn: str | None = Field(
+        default=None,
+        pattern=CERTIFICATE_ARN_PATTERN,
+        description="An ISSUED ACM certificate for the domain in the stack's region, instead of one the stack makes.",
+    )
     waf_rate_limit_per_5min: int = Field(default=2000, ge=10, le=2_000_000_000)
 
     @model_validator(mode="after")
-    def zone_needs_domain(self) -> Self:
-        if self.hosted_zone_id and not self.domain:
-            raise ValueError("hostedZoneId is set but domain is not; the zone only validates the domain's certificate")
+    def domain_has_a_certificate_source(self) -> Self:
+        if not self.domain:
+            if self.hosted_zone_id or self.certificate_arn:
+                raise ValueError("hostedZoneId or certificateArn is set but domain is not; set the domain they serve")
+            return self
+        if not (self.hosted_zone_id or self.certificate_arn):
+            # ELB refuses an HTTPS listener whose certificate is not ISSUED, and nothing would validate one.
+            raise ValueError(
+                f"domain {self.domain} needs hostedZoneId (a Route 53 public hosted zone for it in this account: "
+                "the stack validates an ACM certificate there and points the domain at the ALB) or certificateArn "
+                "(an ISSUED ACM certificate for it in the stack's region)"
+            )
         return self
+
+
+def load_balancer_name(cluster_name: str) -> str:
+    """The gateway ALB's name (the controller's `load-balancer-name` annotation), so the stack can look it up."""
+    return cluster_name[: _ALB_NAME_MAX - len(_ALB_NAME_SUFFIX)].rstrip("-") + _ALB_NAME_SUFFIX
 
 
 _ELB = "elasticloadbalancing"
@@ -164,8 +191,9 @@ class EdgeArgs:
 
 class Edge(pulumi.ComponentResource):
     controller_role_arn: pulumi.Output[str]
-    certificate_arn: pulumi.Output[str] | None
+    certificate_arn: pulumi.Input[str] | None
     web_acl_arn: pulumi.Output[str] | None
+    gateway_load_balancer_name: pulumi.Output[str]
     # Its webhooks (failurePolicy: Fail) reject Ingresses until it runs, and its finalizer deletes the ALB on
     # destroy: every Ingress and LoadBalancer Service depends on it.
     controller: k8s.helm.v3.Release
@@ -203,10 +231,13 @@ class Edge(pulumi.ComponentResource):
             timeout_s=600,
         )
 
+        self._name = name
+        self._config = args.config
+        self.gateway_load_balancer_name = pulumi.Output.from_input(args.cluster_name).apply(load_balancer_name)
         self.certificate_arn = None
         self.web_acl_arn = None
         if args.config.domain:
-            self.certificate_arn = self._certificate(name, args.config)
+            self.certificate_arn = args.config.certificate_arn or self._validated_certificate(name, args.config)
             self.web_acl_arn = self._web_acl(name, args.config)
 
         self.register_outputs(
@@ -217,16 +248,15 @@ class Edge(pulumi.ComponentResource):
             }
         )
 
-    def _certificate(self, name: str, config: EdgeConfig) -> pulumi.Output[str]:
+    def _validated_certificate(self, name: str, config: EdgeConfig) -> pulumi.Output[str]:
+        """A DNS-validated certificate; its ARN comes from the CertificateValidation, so whatever uses it (the
+        Ingress's HTTPS listener) waits until ACM has ISSUED it."""
         certificate = aws.acm.Certificate(
             f"{name}-certificate",
             domain_name=config.domain,
             validation_method="DNS",
             opts=pulumi.ResourceOptions(parent=self),
         )
-        if not config.hosted_zone_id:
-            # Validation records go to a DNS zone we do not manage; the ARN is usable once they exist.
-            return certificate.arn
         certificate_child = pulumi.ResourceOptions(parent=certificate)
         option = certificate.domain_validation_options[0]
         record = aws.route53.Record(
@@ -246,6 +276,30 @@ class Edge(pulumi.ComponentResource):
             opts=certificate_child,
         )
         return validation.certificate_arn
+
+    def route_domain(self, ingress: pulumi.Resource) -> None:
+        """With a hosted zone, an alias A record from the domain to the gateway ALB. The ALB exists once the
+        Ingress is ready (its await ends when the controller writes the status), so the lookup waits for it and
+        reads the DNS name and canonical hosted zone id from the ELB API."""
+        config = self._config
+        if not (config.domain and config.hosted_zone_id):
+            return
+        load_balancer = aws.lb.get_load_balancer_output(
+            name=self.gateway_load_balancer_name,
+            opts=pulumi.InvokeOutputOptions(parent=self, depends_on=[ingress]),
+        )
+        aws.route53.Record(
+            f"{self._name}-domain",
+            zone_id=config.hosted_zone_id,
+            name=config.domain,
+            type="A",
+            aliases=[{
+                "name": load_balancer.dns_name,
+                "zone_id": load_balancer.zone_id,
+                "evaluate_target_health": True,
+            }],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
 
     def _web_acl(self, name: str, config: EdgeConfig) -> pulumi.Output[str]:
         metric = f"{name}-rate-limit"

@@ -31,6 +31,10 @@ KEYS_DIR = "/etc/gateway"
 KEYS_FILE = "keys.json"
 HEALTH_PATH = "/health"
 READY_PATH = "/ready"
+# What the ALB routes to the gateway: the OpenAI API (serving/gateway/app.py serves /v1/chat/completions,
+# /v1/completions and /v1/models to clients). /metrics (per-key counters), /health and /ready stay in-cluster;
+# the ALB's health check calls the pod directly, not through these rules.
+PUBLIC_PATH_PREFIXES = ("/v1",)
 GRACE_MARGIN_S = 10
 
 
@@ -117,6 +121,7 @@ class GatewayArgs:
     redis_port: pulumi.Input[int]
     redis_auth_token: pulumi.Input[str]
     kubernetes_provider: k8s.Provider
+    load_balancer_name: pulumi.Input[str]
     # The CPU NodePool the pods schedule on.
     capacity: list[pulumi.Resource]
     # The AWS Load Balancer Controller release: its webhooks must admit the Ingress, its finalizer remove the ALB.
@@ -128,7 +133,9 @@ class GatewayArgs:
 
 class Gateway(pulumi.ComponentResource):
     url: pulumi.Output[str]
+    load_balancer_hostname: pulumi.Output[str]
     in_cluster_url: str
+    ingress: k8s.networking.v1.Ingress
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:components:Gateway", name, None, opts)
@@ -242,11 +249,11 @@ class Gateway(pulumi.ComponentResource):
                 "rules": [{
                     **({"host": args.domain} if args.domain else {}),
                     "http": {"paths": [{
-                        "path": "/",
+                        "path": prefix,
                         "pathType": "Prefix",
                         "backend": {"service": {"name": service.metadata.name,
                                                 "port": {"name": contracts.METRICS_PORT_NAME}}},
-                    }]},
+                    } for prefix in PUBLIC_PATH_PREFIXES]},
                 }],
             }),
             opts=pulumi.ResourceOptions.merge(
@@ -254,21 +261,24 @@ class Gateway(pulumi.ComponentResource):
             ),
         )
 
+        self.ingress = ingress
         self.in_cluster_url = (
             f"http://{GATEWAY_NAME}.{args.namespace_name}.svc.cluster.local:{contracts.GATEWAY_PORT}"
         )
+        self.load_balancer_hostname = ingress.status.apply(_load_balancer_hostname)
         if args.domain:
             self.url = pulumi.Output.from_input(f"https://{args.domain}")
         else:
-            self.url = ingress.status.apply(_load_balancer_url)
-        self.register_outputs({"url": self.url, "in_cluster_url": self.in_cluster_url,
-                               "deployment": deployment.id})
+            self.url = self.load_balancer_hostname.apply(lambda hostname: f"http://{hostname}" if hostname else "")
+        self.register_outputs({"url": self.url, "load_balancer_hostname": self.load_balancer_hostname,
+                               "in_cluster_url": self.in_cluster_url, "deployment": deployment.id})
 
     @staticmethod
     def _alb_annotations(args: GatewayArgs) -> dict[str, pulumi.Input[str]]:
         prefix = "alb.ingress.kubernetes.io"
         annotations: dict[str, pulumi.Input[str]] = {
             f"{prefix}/scheme": "internet-facing",
+            f"{prefix}/load-balancer-name": args.load_balancer_name,
             f"{prefix}/target-type": "ip",
             f"{prefix}/healthcheck-path": READY_PATH,
             # Streams and held requests send nothing for a while: the ALB default of 60 s would cut them.
@@ -288,8 +298,7 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _load_balancer_url(status: Any) -> str:
-    """http://<ALB hostname> once the controller has provisioned it; empty until then."""
+def _load_balancer_hostname(status: Any) -> str:
+    """The ALB's DNS name once the controller has provisioned it; empty until then."""
     ingress = (getattr(getattr(status, "load_balancer", None), "ingress", None) or [None])[0]
-    hostname = getattr(ingress, "hostname", None)
-    return f"http://{hostname}" if hostname else ""
+    return getattr(ingress, "hostname", None) or ""

@@ -21,6 +21,10 @@ DEFAULT_HF_MODEL = "Qwen/Qwen2.5-7B-Instruct"
 # concepts/scaling-deployments, "Pause autoscaling"); removing it resumes.
 PAUSED_REPLICAS_ANNOTATION = "autoscaling.keda.sh/paused-replicas"
 SHM_PATH = "/dev/shm"
+# The vllm/vllm-openai image runs as root ("designed to be run under the root user", vLLM docs "Using Docker";
+# docker/Dockerfile's `vllm-openai` target sets no USER, the non-root one is a separate opt-in build target), and
+# writes its caches under /root/.cache: so no runAsNonRoot, but nothing beyond that either.
+VLLM_CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 # Slack on top of preStop + vLLM's drain, for the process to exit after draining.
 EXIT_MARGIN_S = 10
 # A GPU pod's first start also waits for a Spot node (about a minute) and an 8-10 GB image pull (minutes without
@@ -273,6 +277,7 @@ class VllmServer(pulumi.ComponentResource):
             # Endpoints drop the pod during the sleep; then SIGTERM makes vLLM drain for --shutdown-timeout.
             "lifecycle": {"preStop": {"sleep": {"seconds": config.pre_stop_sleep_s}}},
             "volumeMounts": [{"name": "dshm", "mountPath": SHM_PATH}],
+            "securityContext": VLLM_CONTAINER_SECURITY,
         }
         rollout_timeout = f"{rollout_timeout_s(config)}s"
         deployment = k8s.apps.v1.Deployment(
@@ -288,6 +293,7 @@ class VllmServer(pulumi.ComponentResource):
                     "metadata": {"labels": labels},
                     "spec": {
                         "serviceAccountName": VLLM_NAME,
+                        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
                         "nodeSelector": {contracts.POOL_LABEL_KEY: contracts.GPU_POOL},
                         "tolerations": [{**contracts.GPU_TAINT, "operator": "Equal"}],
                         "terminationGracePeriodSeconds": grace_period_s(config),
@@ -325,11 +331,38 @@ class VllmServer(pulumi.ComponentResource):
             spec=as_manifest({"maxUnavailable": 1, "selector": {"matchLabels": labels}}),
             opts=on_cluster,
         )
+        self._ingress_policy(name, metadata, labels, on_cluster)
         self._scaled_object(name, args, on_cluster)
 
         self.url = f"http://{VLLM_NAME}.{args.namespace_name}.svc.cluster.local:{contracts.VLLM_PORT}"
         self.deployment_name = deployment.metadata.name
         self.register_outputs({"url": self.url, "deployment_name": self.deployment_name, "service": service.id})
+
+    @staticmethod
+    def _ingress_policy(name: str, metadata: Any, labels: dict[str, str], on_cluster: pulumi.ResourceOptions) -> None:
+        """Only the gateway (keys, limits) and Prometheus (scrapes) reach vLLM's port. Enforced by the VPC CNI's
+        network policy agent (cluster.py), which always allows the node's own IP, so kubelet probes still pass
+        (aws/aws-network-policy-agent#65)."""
+        port = [{"protocol": "TCP", "port": contracts.VLLM_PORT}]
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-ingress",
+            metadata=metadata,
+            spec=as_manifest({
+                "podSelector": {"matchLabels": labels},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {"from": [{"podSelector": {"matchLabels": {contracts.APP_NAME_LABEL: contracts.GATEWAY_APP}}}],
+                     "ports": port},
+                    {"from": [{
+                        "namespaceSelector": {
+                            "matchLabels": {contracts.NAMESPACE_NAME_LABEL: contracts.MONITORING_NAMESPACE}
+                        },
+                        "podSelector": {"matchLabels": contracts.PROMETHEUS_POD_LABELS},
+                    }], "ports": port},
+                ],
+            }),
+            opts=on_cluster,
+        )
 
     def _scaled_object(self, name: str, args: VllmArgs, on_cluster: pulumi.ResourceOptions) -> None:
         scaling, config = args.scaling, args.config

@@ -17,7 +17,8 @@ from infra.cost.estimate import preview_total
 from infra.models.cli import app as models_app
 from infra.offline import SECRET_MASK, Graph, GraphResource, preview_stack
 from infra.render import kubernetes_objects, write_manifests
-from stacks.loader import ConfigError
+from stacks.loader import ConfigError, stack_file
+from stacks.placeholders import find_placeholders
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(emoji=False, highlight=False)
@@ -53,6 +54,9 @@ def preview(
     _print_tree(graph)
     _print_outputs(graph)
     console.print(preview_total(graph.to_json(), graph.config))
+    for placeholder in find_placeholders(graph.config):
+        errors.print(f"warning: {placeholder.message(stack_file(project_dir, stack).name)}", markup=False,
+                     soft_wrap=True)
     if json_file:
         json_file.write_text(json.dumps(graph.to_json(), indent=2, sort_keys=False) + "\n")
         console.print(f"graph written to {json_file} ({len(graph.resources)} resources)")

@@ -29,6 +29,19 @@ _EC2_ID_PREFIXES = {
 }
 
 
+# Route 53 hosted zone id of Application Load Balancers per region (what the ELB API returns as
+# CanonicalHostedZoneId), from AWS's "Elastic Load Balancing endpoints and quotas" table,
+# https://docs.aws.amazon.com/general/latest/gr/elb.html (checked 2026-11-30).
+_ALB_HOSTED_ZONE_IDS = {
+    "us-east-1": "Z35SXDOTRQ7X7K",
+    "us-east-2": "Z3AADJGX6KTTL2",
+    "us-west-1": "Z368ELLRRE2KJ0",
+    "us-west-2": "Z1H1FL5HABSF5",
+    "eu-west-1": "Z32O12XQLNTSW2",
+    "eu-central-1": "Z215JYRZR1TBD5",
+}
+
+
 def _digest(*parts: str, length: int = 17) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length]
 
@@ -41,8 +54,9 @@ def _uuid(seed: str) -> str:
 class PlatformMocks(pulumi.runtime.Mocks):
     """Answers per type token; anything not listed still gets an id, an ARN and its inputs back."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, caller_arn: str = f"arn:aws:iam::{ACCOUNT_ID}:user/offline-preview") -> None:
         self.region = region
+        self.caller_arn = caller_arn
         self._outputs: dict[str, Callable[[str, Outputs], Outputs]] = {
             "aws:iam/role:Role": self._iam_role,
             "aws:s3/bucket:Bucket": self._bucket,
@@ -72,12 +86,13 @@ class PlatformMocks(pulumi.runtime.Mocks):
             "aws:index/getAvailabilityZones:getAvailabilityZones": self._availability_zones,
             "aws:index/getCallerIdentity:getCallerIdentity": lambda args: {
                 "accountId": ACCOUNT_ID,
-                "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/offline-preview",
+                "arn": self.caller_arn,
                 "userId": "AIDAOFFLINEPREVIEW",
                 "id": ACCOUNT_ID,
             },
             "aws:index/getRegion:getRegion": lambda args: {"name": self.region, "region": self.region},
             "aws:index/getPartition:getPartition": lambda args: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
+            "aws:lb/getLoadBalancer:getLoadBalancer": self._load_balancer,
             "aws:ecr/getAuthorizationToken:getAuthorizationToken": self._ecr_token,
         }
 
@@ -229,9 +244,31 @@ class PlatformMocks(pulumi.runtime.Mocks):
         digest = f"sha256:{hashlib.sha256(json.dumps([*tags, name]).encode()).hexdigest()}"
         return {"digest": digest, "ref": f"{tags[0]}@{digest}" if tags else "", "contextHash": _digest("ctx", name)}
 
+    def _alb_dns_name(self, load_balancer_name: str) -> str:
+        """ELB's DNS name for an ALB: `<name>-<number>.<region>.elb.amazonaws.com`."""
+        number = int(_digest("alb-id", load_balancer_name, length=8), 16)
+        return f"{load_balancer_name}-{number}.{self.region}.elb.amazonaws.com"
+
     def _alb_ingress(self, name: str, inputs: Outputs) -> Outputs:
-        """The status the AWS Load Balancer Controller writes once it has provisioned the ALB."""
+        """The status the AWS Load Balancer Controller writes once it has provisioned the ALB, named by the
+        `load-balancer-name` annotation or else `k8s-<namespace>-<ingress>-<hash>`."""
         metadata = inputs.get("metadata", {})
-        prefix = f"k8s-{metadata.get('namespace', 'default')[:8]}-{metadata.get('name', name)[:8]}"
-        hostname = f"{prefix}-{_digest('alb', name, length=10)}-{_digest('alb-id', name, length=10)}"
-        return {"status": {"loadBalancer": {"ingress": [{"hostname": f"{hostname}.{self.region}.elb.amazonaws.com"}]}}}
+        annotations = metadata.get("annotations") or {}
+        load_balancer_name = annotations.get("alb.ingress.kubernetes.io/load-balancer-name") or (
+            f"k8s-{metadata.get('namespace', 'default')[:8]}-{metadata.get('name', name)[:8]}-"
+            f"{_digest('alb', name, length=10)}"
+        )
+        hostname = self._alb_dns_name(load_balancer_name)
+        return {"status": {"loadBalancer": {"ingress": [{"hostname": hostname}]}}}
+
+    def _load_balancer(self, args: dict[str, Any]) -> Outputs:
+        name = args["name"]
+        return {
+            "name": name,
+            "arn": f"arn:aws:elasticloadbalancing:{self.region}:{ACCOUNT_ID}:loadbalancer/app/{name}/"
+            f"{_digest('alb', name, length=16)}",
+            "dnsName": self._alb_dns_name(name),
+            "zoneId": _ALB_HOSTED_ZONE_IDS[self.region],
+            "loadBalancerType": "application",
+            "internal": False,
+        }

@@ -177,23 +177,28 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return response
 
 
-def build_graph(config: PlatformConfig, stack: str, engine_config: dict[str, str]) -> Graph:
+def build_graph(
+    config: PlatformConfig, stack: str, engine_config: dict[str, str], mocks: PlatformMocks | None = None
+) -> Graph:
     """Run the program for an already validated config; returns its graph. A fresh context and event loop per
-    run keep stacks apart and do not depend on the caller's loop (asyncio.run() leaves none behind)."""
+    run keep stacks apart and do not depend on the caller's loop (asyncio.run() leaves none behind). `mocks`
+    replaces the default pretend AWS (e.g. another caller identity)."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return contextvars.Context().run(_build_graph, config, stack, engine_config)
+        return contextvars.Context().run(_build_graph, config, stack, engine_config, mocks)
     finally:
         asyncio.set_event_loop(None)
         loop.close()
 
 
-def _build_graph(config: PlatformConfig, stack: str, engine_config: dict[str, str]) -> Graph:
-    monitor = RecordingMonitor(PlatformMocks(config.region))
+def _build_graph(
+    config: PlatformConfig, stack: str, engine_config: dict[str, str], mocks: PlatformMocks | None
+) -> Graph:
+    monitor = RecordingMonitor(mocks or PlatformMocks(config.region))
     pulumi.runtime.set_all_config(engine_config)
     pulumi_mocks.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
-    _sync_await(run_pulumi_func(lambda: run(PROJECT, stack)))
+    _sync_await(run_pulumi_func(lambda: run(PROJECT, stack, offline=True)))
 
     graph = Graph(project=PROJECT, stack=stack, config=config)
     graph.resources = sorted(monitor.recorded, key=lambda resource: resource.urn)

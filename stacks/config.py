@@ -89,7 +89,8 @@ class PlatformConfig(StrictModel):
     tags: dict[str, str] = Field(default_factory=dict)
     monthly_budget_usd: float = Field(default=1000, gt=0)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
-    cluster: ClusterConfig = Field(default_factory=lambda: ClusterConfig(public_endpoint=False))
+    # No default: every profile sets it, and who may reach the API server is the stack's own choice.
+    cluster: ClusterConfig
     cache: CacheConfig = Field(default_factory=CacheConfig)
     model_store: ModelStoreConfig = Field(default_factory=ModelStoreConfig)
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
@@ -102,6 +103,16 @@ class PlatformConfig(StrictModel):
     def production(self) -> bool:
         """Prod protects its state and keeps what a destroy would lose (see stacks/platform.py)."""
         return self.profile == "prod"
+
+    @model_validator(mode="after")
+    def certificate_in_stack_region(self) -> Self:
+        arn = self.edge.certificate_arn
+        if arn and arn.split(":")[3] != self.region:
+            raise ValueError(
+                f"edge.certificateArn is in {arn.split(':')[3]} but the stack deploys to {self.region}; an ALB only "
+                "uses ACM certificates of its own region"
+            )
+        return self
 
     @model_validator(mode="after")
     def tags_valid(self) -> Self:

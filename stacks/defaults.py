@@ -57,7 +57,8 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "monthlyBudgetUsd": 1500,
         "network": {"azCount": 3, "natGateways": "per_az", "flowLogRetentionDays": 90},
         "cluster": {
-            "publicEndpoint": False,
+            # Public endpoint restricted to publicAccessCidrs: the first deploy runs from outside the new VPC.
+            "publicEndpoint": True,
             "systemNodes": {"instanceTypes": ["m6i.xlarge"], "minSize": 3, "desiredSize": 3, "maxSize": 6},
         },
         "cache": {"nodeType": "cache.t4g.medium", "replicas": 2, "snapshotRetentionDays": 7},

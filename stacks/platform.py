@@ -53,6 +53,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
         default_tags={"tags": stack_tags(config, project, stack)},
     )
     on_aws = pulumi.ResourceOptions(providers=[aws_provider])
+    caller = aws.get_caller_identity(opts=pulumi.InvokeOptions(provider=aws_provider))
 
     network = Network(
         "network", NetworkArgs(config=config.network, region=config.region, cluster_name=cluster_name), on_aws
@@ -63,6 +64,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
             config=config.cluster,
             cluster_name=cluster_name,
             kubernetes_version=config.cluster.kubernetes_version or KUBERNETES_VERSION,
+            deployer_arn=caller.arn,
             vpc_id=network.vpc_id,
             public_subnet_ids=network.public_subnet_ids,
             private_subnet_ids=network.private_subnet_ids,
@@ -82,7 +84,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
         ),
         on_aws,
     )
-    account_id = aws.get_caller_identity(opts=pulumi.InvokeOptions(provider=aws_provider)).account_id
+    account_id = caller.account_id
     model_store = ModelStore(
         "model-store",
         ModelStoreArgs(

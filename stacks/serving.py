@@ -79,6 +79,7 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
             redis_port=core.cache.port,
             redis_auth_token=core.cache.auth_token,
             kubernetes_provider=provider,
+            load_balancer_name=core.edge.gateway_load_balancer_name,
             capacity=addons.cpu_capacity,
             load_balancer_controller=core.edge.controller,
             domain=core.config.edge.domain,
@@ -87,6 +88,7 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
         ),
         on_aws,
     )
+    core.edge.route_domain(gateway.ingress)
     if config.apps:
         Apps(
             "apps",
@@ -99,4 +101,9 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
                 capacity=addons.cpu_capacity,
             ),
         )
-    return {"gatewayUrl": gateway.url, "vllmUrl": vllm.url, "servedModelName": config.vllm.name_for_clients}
+    return {
+        "gatewayUrl": gateway.url,
+        "gatewayLoadBalancer": gateway.load_balancer_hostname,
+        "vllmUrl": vllm.url,
+        "servedModelName": config.vllm.name_for_clients,
+    }

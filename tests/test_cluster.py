@@ -19,8 +19,9 @@ def test_endpoint_private_and_public_access_restricted(dev_graph: Graph, prod_gr
     assert dev["publicAccessCidrs"] == ["203.0.113.0/24"]
     prod = prod_graph.one(EKS).inputs
     assert prod["endpointPrivateAccess"] is True
-    assert prod["endpointPublicAccess"] is False
-    assert "publicAccessCidrs" not in prod
+    # Prod's first deploy runs from outside the VPC it creates: public endpoint, restricted to the deployers.
+    assert prod["endpointPublicAccess"] is True
+    assert prod["publicAccessCidrs"] == ["198.51.100.0/24"]
 
 
 def test_secrets_envelope_encrypted_with_a_rotating_key(graph: Graph) -> None:

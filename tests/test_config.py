@@ -24,7 +24,7 @@ def test_stack_files_are_valid_and_differ_as_configured() -> None:
     assert (dev.network.az_count, prod.network.az_count) == (2, 3)
     assert (dev.network.nat_gateways, prod.network.nat_gateways) == ("single", "per_az")
     assert (dev.cache.replicas, prod.cache.replicas) == (1, 2)
-    assert prod.cluster.public_endpoint is False
+    assert prod.cluster.public_endpoint is True and prod.cluster.public_access_cidrs
     assert prod.edge.domain == "llm.example.com"
 
 
@@ -89,7 +89,7 @@ def test_node_group_sizes_ordered() -> None:
 
 def test_other_stack_names_need_a_profile() -> None:
     assert "stacks not named dev, prod must set profile" in error_for({}, stack="staging")
-    assert validate("staging", {"profile": "prod"}, "x").cache.replicas == 2
+    assert validate("staging", {"profile": "prod", **VALID_DEV}, "x").cache.replicas == 2
 
 
 def test_every_problem_is_reported_one_per_line() -> None:

@@ -5,7 +5,7 @@ import pytest
 from stacks.loader import ConfigError, validate
 
 SHA = "a" * 64
-# The dev profile opens the API endpoint, which needs an allow-list.
+# Both profiles open the API endpoint to an allow-list, which the stack must give.
 DEV = {"cluster": {"publicAccessCidrs": ["203.0.113.0/24"]}}
 
 
@@ -42,14 +42,14 @@ def test_min_one_without_activation_is_accepted() -> None:
 )
 def test_bad_serving_config_names_the_key(serving: dict, key: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:
-        validate("prod", {"serving": serving}, "Pulumi.prod.yaml")
+        validate("prod", {**DEV, "serving": serving}, "Pulumi.prod.yaml")
     line = str(error.value)
     assert f"llm-platform:{key}: " in line and message in line and "\n" not in line
 
 
 def test_profiles_differ_as_designed() -> None:
     dev = validate("dev", DEV, "x").serving
-    prod = validate("prod", {}, "x").serving
+    prod = validate("prod", DEV, "x").serving
     assert dev.vllm.min_replicas == 0 and dev.scaling.activation == "gateway"
     assert prod.vllm.min_replicas >= 1 and prod.gateway.min_replicas >= 2
     assert prod.scaling.fallback_replicas and not dev.scaling.fallback_replicas

@@ -154,6 +154,8 @@ def test_autoscaled_deployments_leave_replicas_to_the_autoscaler(graph: Graph) -
 
 
 def test_dev_gateway_url_is_the_alb_the_controller_provisions(dev_graph: Graph) -> None:
-    """Without a domain the URL is the ALB's hostname from the Ingress status, plain HTTP."""
+    """Without a domain the URL is the ALB's hostname from the Ingress status, plain HTTP; the ALB is named
+    after the cluster (the controller's load-balancer-name annotation)."""
     url = dev_graph.outputs["gatewayUrl"]
-    assert url.startswith("http://k8s-llm-serv-gateway-") and url.endswith(".us-west-2.elb.amazonaws.com")
+    assert url == f"http://{dev_graph.outputs['gatewayLoadBalancer']}"
+    assert url.startswith("http://llm-dev-gateway-") and url.endswith(".us-west-2.elb.amazonaws.com")

@@ -28,6 +28,8 @@ MODEL_VERSIONS_KEPT = 2  # the served version and one noncurrent (lifecycle rule
 
 FREE = {
     "aws:acm/certificate:Certificate": "public ACM certificates are free",
+    "aws:acm/certificateValidation:CertificateValidation": "a wait for the certificate to be issued",
+    "aws:route53/record:Record": "records in the user's zone; alias queries to an ALB are free (Route 53 pricing)",
     "aws:cloudwatch/eventRule:EventRule": "rules for AWS service events carry no charge",
     "aws:cloudwatch/eventTarget:EventTarget": "part of its rule",
     "aws:dynamodb/table:Table": "the model registry: a few KB and a handful of on-demand writes per release",
