@@ -13,10 +13,12 @@ from rich.text import Text
 from rich.tree import Tree
 
 from infra.offline import SECRET_MASK, Graph, GraphResource, preview_stack
+from infra.policy import policy_command, print_policy_summary
 from infra.render import kubernetes_objects, write_manifests
 from stacks.loader import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app.command("policy")(policy_command)
 console = Console(emoji=False, highlight=False)
 errors = Console(stderr=True, emoji=False, highlight=False)
 
@@ -39,6 +41,7 @@ def preview(
         Path | None,
         typer.Option("--render-k8s", help="Write every Kubernetes object the program declares here, one YAML each."),
     ] = None,
+    policy: Annotated[bool, typer.Option(help="Also check the graph against the policy pack (summary).")] = True,
 ) -> None:
     """Run the stack's program under mocks and show every resource it declares, and its outputs."""
     try:
@@ -48,6 +51,8 @@ def preview(
         raise typer.Exit(code=2) from None
     _print_tree(graph)
     _print_outputs(graph)
+    if policy:
+        print_policy_summary(graph.to_json())
     if json_file:
         json_file.write_text(json.dumps(graph.to_json(), indent=2, sort_keys=False) + "\n")
         console.print(f"graph written to {json_file} ({len(graph.resources)} resources)")
