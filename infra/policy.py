@@ -208,7 +208,8 @@ class _Graph:
 def running_pack(pack_dir: Path = PACK_DIR) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
     """Start the pack as its own process and connect to the port it prints, as the engine does."""
     process = subprocess.Popen(
-        [sys.executable, str(pack_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=pack_dir
+        # -u as the engine's Python host runs it: the SDK writes the port without flushing.
+        [sys.executable, "-u", str(pack_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=pack_dir
     )
     try:
         port = _read_port(process)
@@ -329,7 +330,7 @@ def policy_command(
         name = str(graph.get("stack", stack or ""))
         config = load_config(config_file or default_config_file(name))
         report = run_policy(graph, config)
-    except PolicyInputError as error:
+    except (PolicyInputError, RuntimeError) as error:
         _fail(str(error))
     if output == "json":
         console.print_json(json.dumps(report.to_json()))

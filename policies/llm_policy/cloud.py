@@ -16,6 +16,7 @@ from typing import Any
 import parliament
 import yaml
 from parliament.cli import is_finding_filtered
+from parliament.community_auditors import sensitive_access
 from pulumi_policy import PolicyResource
 
 from .common import (
@@ -314,8 +315,19 @@ PARLIAMENT_IGNORES = Path(__file__).resolve().parent.parent / "parliament.yaml"
 def _ignores() -> dict[str, list[dict[str, str]]]:
     """Community auditors on (their findings need their config), and our documented false positives."""
     parliament.override_config(Path(parliament.__file__).parent / "community_auditors" / "config_override.yaml")
+    sensitive_access.audit = _sensitive_access
     loaded = yaml.safe_load(PARLIAMENT_IGNORES.read_text()) or {}
     return {issue: list(entry.get("ignore_locations", [])) for issue, entry in loaded.items()}
+
+
+_audit_sensitive_access = sensitive_access.audit
+
+
+def _sensitive_access(policy: Any) -> None:
+    """The SENSITIVE_ACCESS auditor reports only on the resources its config lists (none by default), yet expands
+    every allowed action first: about 10 s for `Action: *`. Run it only when it has something to look for."""
+    if parliament.config.get("SENSITIVE_ACCESS", {}).get("resources"):
+        _audit_sensitive_access(policy)
 
 
 def _ignored(finding: Any) -> bool:
@@ -332,11 +344,16 @@ def _ignored(finding: Any) -> bool:
 def _parliament_findings(document: str, name: str, minimum: str) -> tuple[str, ...]:
     _ignores()
     policy = parliament.analyze_policy_string(document, filepath=name, include_community_auditors=True)
-    findings = [parliament.enhance_finding(finding) for finding in policy.findings]
+    grouped: dict[str, list[str]] = {}
+    for finding in map(parliament.enhance_finding, policy.findings):
+        if not is_finding_filtered(finding, minimum) and not _ignored(finding):
+            heading = f"{finding.issue} ({finding.severity}): {finding.title}"
+            detail = finding.detail or finding.location.get("type") or ""
+            grouped.setdefault(heading, []).append(str(detail))
+    # One message per kind of finding: `Action: *` alone raises PRIVILEGE_ESCALATION once per escalation path.
     return tuple(
-        f"{finding.issue} ({finding.severity}): {finding.title}" + (f" {finding.detail}" if finding.detail else "")
-        for finding in findings
-        if not is_finding_filtered(finding, minimum) and not _ignored(finding)
+        heading + (f" [{'; '.join(sorted(set(d for d in details if d)))[:400]}]" if any(details) else "")
+        for heading, details in grouped.items()
     )
 
 
