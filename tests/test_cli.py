@@ -82,6 +82,7 @@ def test_tree_printout_groups_by_component() -> None:
     assert "Resources per component" in result.stdout
     assert "kubeconfig" in result.stdout and "[secret]" in result.stdout
     assert "apiVersion" not in result.stdout  # the kubeconfig itself never reaches the terminal
+    assert "policy pack llm-platform" in result.stdout and "(49 policies)" in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from .common import (
     as_list,
     flag,
     get,
+    has,
     items,
     json_document,
     linked,
@@ -92,10 +93,10 @@ def _eks_logging(props: Mapping[str, Any], settings: Mapping[str, Any], args: An
 
 def _eks_secrets_encryption(props: Mapping[str, Any], settings: Mapping[str, Any], args: Any) -> Iterator[str]:
     if args.resource_type == EKS_COMPONENT:
-        encrypted = bool(get(props, "encryptionConfigKeyArn"))
+        encrypted = has(props, "encryptionConfigKeyArn")
     else:
         config = get(props, "encryptionConfig")
-        encrypted = bool(get(config, "provider", "keyArn")) and "secrets" in items(get(config, "resources"))
+        encrypted = has(config, "provider", "keyArn") and "secrets" in items(get(config, "resources"))
     if not encrypted:
         yield "Kubernetes secrets are not envelope-encrypted with a KMS key"
 

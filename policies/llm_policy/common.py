@@ -21,6 +21,7 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
+from pulumi_policy.proxy import UnknownValueError
 
 MANDATORY = EnforcementLevel.MANDATORY
 ADVISORY = EnforcementLevel.ADVISORY
@@ -50,6 +51,15 @@ def get(value: Any, *path: str | int, default: Any = None) -> Any:
             return default
         value = value[key]
     return default if value is None else value
+
+
+def has(value: Any, *path: str) -> bool:
+    """Whether `path` is set. A value still unknown during a preview (the ARN of a KMS key created in the same
+    update) counts as set, where reading it would stop the rule with "can't run policy during preview"."""
+    try:
+        return bool(get(value, *path))
+    except UnknownValueError:
+        return True
 
 
 def items(value: Any) -> list[Any]:

@@ -16,6 +16,7 @@ from .common import (
     MEDIUM,
     flag,
     get,
+    has,
     items,
     json_document,
     linked,
@@ -61,7 +62,7 @@ def _each_bucket(resources: list[PolicyResource], kind: str, missing: str, judge
 def _kms_encryption(props: Mapping[str, Any]) -> Iterator[str]:
     for rule in items(get(props, "rules")):
         default = get(rule, "applyServerSideEncryptionByDefault")
-        if get(default, "sseAlgorithm") not in ("aws:kms", "aws:kms:dsse") or not get(default, "kmsMasterKeyId"):
+        if get(default, "sseAlgorithm") not in ("aws:kms", "aws:kms:dsse") or not has(default, "kmsMasterKeyId"):
             yield "default encryption is not SSE-KMS with a customer-managed key (sseAlgorithm aws:kms, kmsMasterKeyId)"
     if not items(get(props, "rules")):
         yield "the encryption configuration has no rule"
@@ -209,7 +210,7 @@ def _at_rest_encryption(props: Mapping[str, Any], settings: Mapping[str, Any], a
 
 
 def _auth_token(props: Mapping[str, Any], settings: Mapping[str, Any], args: Any) -> Iterator[str]:
-    if not get(props, "authToken") and not items(get(props, "userGroupIds")):
+    if not has(props, "authToken") and not has(props, "userGroupIds"):
         yield "neither an AUTH token nor an RBAC user group protects Redis"
 
 

@@ -246,3 +246,10 @@ def test_parliament_false_positives_are_ignored_only_where_documented() -> None:
         m.startswith("PRIVILEGE_ESCALATION")
         for m in resource_violations("iam-parliament", ROLE_POLICY, karpenter, name="karpenter-controller")
     )
+
+
+def test_values_unknown_during_a_preview_count_as_set() -> None:
+    """A KMS key created in the same update: its ARN is the engine's unknown sentinel until then."""
+    unknown = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi-policy proxy.UNKNOWN_STRING_VALUE
+    props = {"encryptionConfig": {"provider": {"keyArn": unknown}, "resources": ["secrets"]}}
+    assert resource_violations("eks-secrets-encryption", EKS_CHILD, props) == []
