@@ -6,7 +6,7 @@ from typing import Any
 
 from pulumi_policy import PolicyResource
 
-from .common import HIGH, MEDIUM, get, items, number, of_type, resource_rule, stack_rule
+from .common import ADVISORY, HIGH, MEDIUM, get, items, number, of_type, resource_rule, stack_rule
 from .workloads import DEPLOYMENT, containers
 
 SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
@@ -174,6 +174,7 @@ SCALING_RULES = [
         types=(SCALED_OBJECT,),
         severity=MEDIUM,
         remediation="spec.advanced.horizontalPodAutoscalerConfig.behavior: scaleUp window 30 s, scaleDown 300 s.",
+        level=ADVISORY,
         check=_stabilization,
         config={"minScaleDownWindowS": {"type": "number", "default": 300}},
     ),

@@ -10,6 +10,7 @@ from typing import Any
 from pulumi_policy import PolicyResource
 
 from .common import (
+    ADVISORY,
     CRITICAL,
     HIGH,
     LOW,
@@ -172,6 +173,7 @@ S3_RULES = [
         severity=LOW,
         remediation="Add an aws.s3.BucketLifecycleConfiguration rule with noncurrent_version_expiration "
         "(modelStore.noncurrentVersionExpirationDays).",
+        level=ADVISORY,
         check=lambda resources, settings: _each_bucket(
             resources, LIFECYCLE, "lifecycle configuration", _noncurrent_expiry(settings["maxNoncurrentDays"])
         ),

@@ -41,3 +41,12 @@ def test_pack_is_self_contained() -> None:
         assert f"from {project_package}" not in sources and f"import {project_package}" not in sources
     requirements = (PACK_DIR / "requirements.txt").read_text()
     assert "pulumi-policy==" in requirements and "parliament==" in requirements
+
+
+def test_readme_lists_every_rule_with_its_level_and_severity() -> None:
+    readme = (PACK_DIR / "README.md").read_text()
+    for policy in POLICIES:
+        level = policy.enforcement_level.value if policy.enforcement_level else ""
+        severity = policy.severity.value if policy.severity else ""
+        assert f"| `{policy.name}` | " in readme and f" | {level} | {severity} | " in readme.split(
+            f"| `{policy.name}` | ", 1)[1].split("\n", 1)[0], policy.name
