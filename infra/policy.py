@@ -9,6 +9,7 @@ dependencies where the graph has them. Nothing in the pack knows it runs offline
 """
 
 import json
+import os
 import select
 import subprocess
 import sys
@@ -205,11 +206,16 @@ class _Graph:
 
 
 @contextmanager
-def running_pack(pack_dir: Path = PACK_DIR) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
-    """Start the pack as its own process and connect to the port it prints, as the engine does."""
+def running_pack(
+    pack_dir: Path = PACK_DIR, project: str = "", stack: str = ""
+) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
+    """Start the pack as its own process, as the engine's `pulumi-analyzer-policy-python` does (pulumi/pulumi
+    sdk/python/dist: `python -u -m pulumi.policy <engine address> <pack dir>`, the stack named in the
+    environment), and connect to the port it prints."""
+    environment = {**os.environ, "PULUMI_PROJECT": project, "PULUMI_STACK": stack, "PULUMI_DRY_RUN": "true"}
     process = subprocess.Popen(
-        # -u as the engine's Python host runs it: the SDK writes the port without flushing.
-        [sys.executable, "-u", str(pack_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=pack_dir
+        [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:0", str(pack_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=pack_dir, env=environment,
     )
     try:
         port = _read_port(process)
@@ -303,7 +309,7 @@ def pack_version(pack_dir: Path = PACK_DIR) -> str:
 
 
 def run_policy(graph: Mapping[str, Any], config: Mapping[str, Any], pack_dir: Path = PACK_DIR) -> Report:
-    with running_pack(pack_dir) as stub:
+    with running_pack(pack_dir, str(graph.get("project", "")), str(graph.get("stack", ""))) as stub:
         return evaluate(stub, graph, config)
 
 
