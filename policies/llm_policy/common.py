@@ -128,6 +128,18 @@ def _defaults(schema: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
     return {key: spec["default"] for key, spec in (schema or {}).items() if "default" in spec}
 
 
+def _metadata(
+    name: str, description: str, level: EnforcementLevel, severity: Any, remediation: str,
+    config: Mapping[str, Mapping[str, Any]] | None,
+) -> dict[str, Any]:
+    """What every rule declares: the README's table and Pulumi Cloud show these."""
+    return {
+        "name": name, "description": description, "enforcement_level": level, "severity": severity,
+        "remediation_steps": remediation,
+        "config_schema": PolicyConfigSchema(properties=dict(config)) if config else None,
+    }
+
+
 def resource_rule(
     name: str,
     description: str,
@@ -149,15 +161,8 @@ def resource_rule(
         for message in check(args.props, settings, args):
             report_violation(message, None)
 
-    return ResourceValidationPolicy(
-        name=name,
-        description=description,
-        validate=validate,
-        enforcement_level=level,
-        severity=severity,
-        remediation_steps=remediation,
-        config_schema=PolicyConfigSchema(properties=dict(config)) if config else None,
-    )
+    metadata = _metadata(name, description, level, severity, remediation, config)
+    return ResourceValidationPolicy(validate=validate, **metadata)
 
 
 def stack_rule(
@@ -177,15 +182,8 @@ def stack_rule(
         for message, urn in check(args.resources, settings):
             report_violation(message, urn)
 
-    return StackValidationPolicy(
-        name=name,
-        description=description,
-        validate=validate,
-        enforcement_level=level,
-        severity=severity,
-        remediation_steps=remediation,
-        config_schema=PolicyConfigSchema(properties=dict(config)) if config else None,
-    )
+    metadata = _metadata(name, description, level, severity, remediation, config)
+    return StackValidationPolicy(validate=validate, **metadata)
 
 
 def of_type(resources: Iterable[PolicyResource], *types: str) -> list[PolicyResource]:
@@ -236,10 +234,3 @@ def labels_match(selector: Any, labels: Any) -> bool:
     if not is_map(wanted):
         return not selector
     return all(get(labels, key) == value for key, value in wanted.items())
-
-
-def config_number(settings: Mapping[str, Any], key: str) -> float:
-    value = number(settings.get(key))
-    if value is None:
-        raise ValueError(f"policy config {key} must be a number")
-    return value
