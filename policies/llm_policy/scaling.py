@@ -13,12 +13,20 @@ SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
 KEDA_DEFAULT_MAX = 100  # keda.sh ScaledObject maxReplicaCount default
 
-# What vLLM's V1 engine exports (vllm/v1/metrics/loggers.py; /work/shared REFERENCE "vLLM (V1 engine)").
-VLLM_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc")
+# What vLLM's V1 engine exports: PrometheusStatLogger in vllm-project/vllm vllm/v1/metrics/loggers.py, without
+# the names later releases removed (vllm:gpu_cache_usage_perc -> kv_cache_usage_perc, gpu_prefix_cache_*,
+# time_per_output_token_seconds -> inter_token_latency_seconds). A newer metric can be allowed in allowedMetrics.
+VLLM_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+               "vllm:cache_config_info", "vllm:lora_requests_info")
 VLLM_COUNTERS = ("vllm:prompt_tokens", "vllm:generation_tokens", "vllm:request_success", "vllm:num_preemptions",
                  "vllm:prefix_cache_queries", "vllm:prefix_cache_hits")
-VLLM_HISTOGRAMS = ("vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds",
-                   "vllm:e2e_request_latency_seconds", "vllm:request_queue_time_seconds")
+VLLM_HISTOGRAMS = (
+    "vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds", "vllm:e2e_request_latency_seconds",
+    "vllm:request_queue_time_seconds", "vllm:request_inference_time_seconds", "vllm:request_prefill_time_seconds",
+    "vllm:request_decode_time_seconds", "vllm:request_time_per_output_token_seconds",
+    "vllm:request_prompt_tokens", "vllm:request_generation_tokens", "vllm:iteration_tokens_total",
+    "vllm:request_max_num_generation_tokens", "vllm:request_params_n", "vllm:request_params_max_tokens",
+)
 VLLM_METRICS = frozenset(
     [*VLLM_GAUGES, *VLLM_COUNTERS, *(f"{c}_total" for c in VLLM_COUNTERS)]
     + [f"{h}{suffix}" for h in VLLM_HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")]
@@ -42,11 +50,10 @@ def _prometheus_triggers(props: Mapping[str, Any]) -> list[Any]:
 
 
 def _known_metrics(props: Mapping[str, Any], settings: Mapping[str, Any], args: Any) -> Iterator[str]:
-    allowed = set(settings["allowedMetrics"])
+    allowed = set(settings["allowedMetrics"]) | VLLM_METRICS
     for trigger in _prometheus_triggers(props):
         for name in sorted(metric_names(str(get(trigger, "metadata", "query", default="")))):
-            vllm_like = name.startswith("vllm")
-            if (vllm_like and name not in VLLM_METRICS) or (not vllm_like and name not in allowed):
+            if name not in allowed:
                 hint = " (vLLM's names use ':' after 'vllm')" if name.startswith("vllm_") else ""
                 yield f"trigger {get(trigger, 'name')}: {name} is not a metric vLLM or the gateway exports{hint}"
 

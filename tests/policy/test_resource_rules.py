@@ -183,6 +183,11 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], str, dict[str, Any] 
     ("keda-known-metrics", SCALED_OBJECT,
      scaled([prometheus("kv", "avg(vllm:kv_cache_usage_perc)")]),
      scaled([prometheus("kv", "avg(vllm:gpu_cache_usage_perc)")]), "vllm:gpu_cache_usage_perc is not", None),
+    ("keda-known-metrics", SCALED_OBJECT,
+     scaled([prometheus("p95", "histogram_quantile(0.95, sum by (le) (rate(vllm:request_prefill_time_seconds_bucket"
+                               "[5m])))")]),
+     scaled([prometheus("tpot", "histogram_quantile(0.95, sum by (le) (rate(vllm:time_per_output_token_seconds_bucket"
+                                "[5m])))")]), "vllm:time_per_output_token_seconds_bucket is not", None),
     ("autoscaling-max-replicas", SCALED_OBJECT, scaled([WAITING], maxReplicaCount=6), scaled([WAITING]),
      "KEDA's default is 100", None),
     ("autoscaling-max-replicas", HPA, {"spec": {"maxReplicas": 6}}, {"spec": {"maxReplicas": 20}},
