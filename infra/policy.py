@@ -10,6 +10,7 @@ dependencies where the graph has them. Nothing in the pack knows it runs offline
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -139,9 +140,9 @@ def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
 
 
 def _seconds(duration: Any) -> float:
-    text = str(duration or "0").strip()
-    units = {"s": 1, "m": 60, "h": 3600}
-    return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text or 0)
+    """A Go duration as the graph writes custom timeouts ("1800s", "1h30m") in seconds, as the proto wants."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
+    return sum(float(amount) * units[unit] for amount, unit in re.findall(r"(\d+(?:\.\d+)?)([hms]?)", str(duration)))
 
 
 def _options(resource: Mapping[str, Any]) -> analyzer_pb2.AnalyzerResourceOptions:

@@ -136,7 +136,7 @@ def _metadata(
     return {
         "name": name, "description": description, "enforcement_level": level, "severity": severity,
         "remediation_steps": remediation,
-        "config_schema": PolicyConfigSchema(properties=dict(config)) if config else None,
+        "config_schema": PolicyConfigSchema(properties={k: dict(v) for k, v in config.items()}) if config else None,
     }
 
 

@@ -34,7 +34,7 @@ def _waits_for_chart(resource: PolicyResource, resources: list[PolicyResource], 
 def _crd_order(resources: list[PolicyResource], settings: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     providers: Mapping[str, Any] = settings["crdCharts"]
     for resource in resources:
-        group = _api_group(resource.resource_type)
+        group = _api_group(resource.resource_type) or ""
         if group in providers and not _waits_for_chart(resource, resources, list(providers[group])):
             yield (
                 f"{resource.resource_type.rsplit(':', 1)[-1]} {resource.name} does not wait for the release that "

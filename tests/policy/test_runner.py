@@ -66,6 +66,11 @@ def fixed_prod(prod_graph: Graph) -> dict[str, Any]:
     """Prod as the deploy-order branch records it: the Ingress waits for the controller; data is protected."""
     graph = copy.deepcopy(prod_graph.to_json())
     with_dependency(graph, "gateway-ingress", "edge-lb-controller", "helm.sh")
+    provider = by_name(graph, "cluster-k8s")["urn"]
+    by_name(graph, "vllm-deployment")["options"] = {
+        "customTimeouts": {"create": "1800s", "update": "1h30m"}, "ignoreChanges": ["spec.replicas"],
+        "deleteBeforeReplace": False, "provider": f"{provider}::00000000-0000-0000-0000-000000000000",
+    }
     for resource in graph["resources"]:
         if resource["type"] in ("aws:s3/bucket:Bucket", "aws:kms/key:Key",
                                 "aws:elasticache/replicationGroup:ReplicationGroup"):
@@ -111,7 +116,8 @@ def pairs(report: Report) -> set[tuple[str, str]]:
 
 
 def test_fixed_prod_has_none_of_the_broken_findings(pack: Any, prod_graph: Graph) -> None:
-    """The baseline the broken graph is compared with; protect and dependencies reach the pack over gRPC."""
+    """The baseline the broken graph is compared with; protect, dependencies and the other options and providers
+    of the agreed graph format reach the pack over gRPC."""
     report = evaluate(pack, fixed_prod(prod_graph), stack_config("prod"))
     assert pairs(report).isdisjoint(EXPECTED)
     assert not any(v.policy == "protect-stateful-resources" for v in report.violations)
