@@ -51,14 +51,14 @@ def preview(
         raise typer.Exit(code=2) from None
     _print_tree(graph)
     _print_outputs(graph)
-    if policy:
-        print_policy_summary(graph.to_json())
     if json_file:
         json_file.write_text(json.dumps(graph.to_json(), indent=2, sort_keys=False) + "\n")
         console.print(f"graph written to {json_file} ({len(graph.resources)} resources)")
     if render_dir:
         written = write_manifests(kubernetes_objects(graph), render_dir)
         console.print(f"{len(written)} Kubernetes objects written to {render_dir}")
+    if policy:
+        print_policy_summary(graph.to_json())
 
 
 def _print_tree(graph: Graph) -> None:
