@@ -156,9 +156,12 @@ EKS_RULES = [
         "The EKS API endpoint is never open to 0.0.0.0/0 or ::/0, and is private where the stack requires it.",
         types=EKS_TYPES,
         severity=CRITICAL,
-        remediation="Set cluster.publicEndpoint false (prod), or list your own ranges in cluster.publicAccessCidrs.",
+        remediation="List your own ranges in cluster.publicAccessCidrs (or set cluster.publicEndpoint false when "
+        "the stack is deployed from inside its VPC).",
         check=_eks_endpoint,
-        config={"allowPublicEndpoint": {"type": "boolean", "default": False, "description": "true in dev"}},
+        # A private-only endpoint is reachable from inside the VPC alone: nothing is there on a first `pulumi up`.
+        config={"allowPublicEndpoint": {"type": "boolean", "default": True,
+                                        "description": "false for a stack deployed from inside its VPC"}},
     ),
     resource_rule(
         "eks-authentication-mode",

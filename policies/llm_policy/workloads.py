@@ -31,6 +31,9 @@ SERVICE = "kubernetes:core/v1:Service"
 SERVICE_MONITOR = "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"
 GPU = "nvidia.com/gpu"
 DEFAULT_GRACE_S = 30  # Kubernetes' default terminationGracePeriodSeconds
+# Images that do not allow a non-root user or a read-only root: vllm/vllm-openai sets no USER (vllm-project/vllm
+# docker/Dockerfile, target vllm-openai) and writes its caches under /root/.cache.
+ROOT_IMAGES = ["vllm/vllm-openai"]
 
 
 def pod_spec(props: Mapping[str, Any], resource_type: str) -> Any:
@@ -314,7 +317,7 @@ WORKLOAD_RULES = [
         remediation="securityContext: runAsNonRoot true, runAsUser > 0, allowPrivilegeEscalation false; list an "
         "image that cannot run unprivileged in this rule's rootImages config, with the reason.",
         check=_non_root,
-        config={"rootImages": {"type": "array", "items": {"type": "string"}, "default": []}},
+        config={"rootImages": {"type": "array", "items": {"type": "string"}, "default": ROOT_IMAGES}},
     ),
     resource_rule(
         "k8s-read-only-root-filesystem",
@@ -324,7 +327,7 @@ WORKLOAD_RULES = [
         remediation="Set readOnlyRootFilesystem true and mount emptyDirs where the process writes; list an image "
         "that cannot in this rule's writableRootImages config.",
         check=_read_only_root,
-        config={"writableRootImages": {"type": "array", "items": {"type": "string"}, "default": []}},
+        config={"writableRootImages": {"type": "array", "items": {"type": "string"}, "default": ROOT_IMAGES}},
     ),
     resource_rule(
         "k8s-graceful-shutdown",

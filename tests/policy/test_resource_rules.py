@@ -87,12 +87,12 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], str, dict[str, Any] 
      {"encryptionConfig": {"provider": {"keyArn": "arn:aws:kms:us-west-2:1:key/k"}, "resources": []}},
      "not envelope-encrypted", None),
     ("eks-endpoint-not-public", EKS, {"endpointPublicAccess": False},
-     {"endpointPublicAccess": True, "publicAccessCidrs": ["203.0.113.0/24"]}, "private endpoint only", None),
+     {"endpointPublicAccess": True, "publicAccessCidrs": ["203.0.113.0/24"]}, "private endpoint only",
+     {"allowPublicEndpoint": False}),
     ("eks-endpoint-not-public", EKS, {"endpointPublicAccess": True, "publicAccessCidrs": ["203.0.113.0/24"]},
-     {"endpointPublicAccess": True, "publicAccessCidrs": ["0.0.0.0/0"]}, "open to 0.0.0.0/0",
-     {"allowPublicEndpoint": True}),
+     {"endpointPublicAccess": True, "publicAccessCidrs": ["0.0.0.0/0"]}, "open to 0.0.0.0/0", None),
     ("eks-endpoint-not-public", EKS_CHILD, {"vpcConfig": {"endpointPublicAccess": False}},
-     {"vpcConfig": {"endpointPublicAccess": True}}, "(the default)", {"allowPublicEndpoint": True}),
+     {"vpcConfig": {"endpointPublicAccess": True}}, "(the default)", None),
     ("eks-authentication-mode", EKS, {"authenticationMode": "API"}, {}, "CONFIG_MAP (the default)", None),
     ("eks-authentication-mode", EKS_CHILD, {"accessConfig": {"authenticationMode": "API"}},
      {"accessConfig": {"authenticationMode": "API_AND_CONFIG_MAP"}}, "API_AND_CONFIG_MAP", None),
@@ -235,10 +235,15 @@ def test_world_ingress_on_443_is_only_for_load_balancers() -> None:
     assert resource_violations("sg-no-world-ingress", SG, props, name="cache-redis") != []
 
 
-def test_root_image_exemption_keeps_privilege_escalation_check() -> None:
-    bad = deployment(container(image="vllm/vllm-openai:v0.33.0", securityContext={}))
-    found = resource_violations("k8s-run-as-non-root", DEPLOYMENT, bad, {"rootImages": ["vllm/vllm-openai"]})
-    assert found == ["container app: allowPrivilegeEscalation is not false"]
+def test_vllm_image_may_run_as_root_but_never_escalate() -> None:
+    """The vllm/vllm-openai image runs as root and writes /root/.cache (its Dockerfile sets no USER)."""
+    vllm = deployment(container(image="vllm/vllm-openai:v0.33.0", securityContext={}))
+    assert resource_violations("k8s-run-as-non-root", DEPLOYMENT, vllm) == [
+        "container app: allowPrivilegeEscalation is not false"
+    ]
+    assert resource_violations("k8s-read-only-root-filesystem", DEPLOYMENT, vllm) == []
+    other = deployment(container(image="ghcr.io/acme/app:1.0", securityContext={"allowPrivilegeEscalation": False}))
+    assert resource_violations("k8s-run-as-non-root", DEPLOYMENT, other) != []
 
 
 def test_parliament_false_positives_are_ignored_only_where_documented() -> None:
