@@ -310,8 +310,13 @@ def pack_version(pack_dir: Path = PACK_DIR) -> str:
 
 
 def run_policy(graph: Mapping[str, Any], config: Mapping[str, Any], pack_dir: Path = PACK_DIR) -> Report:
+    """The pack's verdict on a graph; RuntimeError (one line) if the pack does not start or a rule fails."""
     with running_pack(pack_dir, str(graph.get("project", "")), str(graph.get("stack", ""))) as stub:
-        return evaluate(stub, graph, config)
+        try:
+            return evaluate(stub, graph, config)
+        except grpc.RpcError as error:
+            details = error.details() if isinstance(error, grpc.Call) else str(error)
+            raise RuntimeError(f"the policy pack failed: {str(details).strip().splitlines()[-1]}") from None
 
 
 def policy_command(

@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import empty_pb2
 
 from infra.offline import Graph
-from infra.policy import PolicyInputError, Report, evaluate, load_config, load_graph
+from infra.policy import PolicyInputError, Report, evaluate, load_config, load_graph, run_policy
 
 from .conftest import BY_NAME, PACK_DIR
 
@@ -163,3 +163,25 @@ def test_malformed_graph_is_one_line_input_error(tmp_path: Path, content: str, e
     with pytest.raises(PolicyInputError) as error:
         load_graph(graph_file)
     assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def write_pack(folder: Path, body: str) -> Path:
+    (folder / "PulumiPolicy.yaml").write_text("runtime: python\nversion: 0.0.9\n")
+    (folder / "__main__.py").write_text(
+        "from pulumi_policy import PolicyPack, ResourceValidationPolicy\n" + body
+    )
+    return folder
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("raise ImportError('no module named llm_policy')\n", "the policy pack did not start: ImportError"),
+    ("def broken(args, report):\n    raise KeyError('spec')\n"
+     "PolicyPack('p', [ResourceValidationPolicy('broken', 'd', broken)])\n", "the policy pack failed:"),
+])
+def test_a_pack_that_fails_is_one_line(tmp_path: Path, body: str, expected: str) -> None:
+    """What `llm-platform policy` prints (exit 2) and `preview` reports instead of a summary."""
+    pack_dir = write_pack(tmp_path, body)
+    graph = {"stack": "dev", "resources": [{"urn": "urn:pulumi:dev::p::t:m:R::r", "type": "t:m:R", "name": "r"}]}
+    with pytest.raises(RuntimeError) as error:
+        run_policy(graph, {}, pack_dir)
+    assert str(error.value).startswith(expected) and "\n" not in str(error.value)
