@@ -16,11 +16,13 @@ from infra.cost.cli import register as register_cost_commands
 from infra.cost.estimate import preview_total
 from infra.models.cli import app as models_app
 from infra.offline import SECRET_MASK, Graph, GraphResource, preview_stack
+from infra.policy import policy_command, print_policy_summary
 from infra.render import kubernetes_objects, write_manifests
 from stacks.loader import ConfigError, stack_file
 from stacks.placeholders import find_placeholders
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app.command("policy")(policy_command)
 console = Console(emoji=False, highlight=False)
 errors = Console(stderr=True, emoji=False, highlight=False)
 app.add_typer(models_app, name="models", help="Publish model versions to the model bucket; promote and roll back.")
@@ -44,6 +46,7 @@ def preview(
         Path | None,
         typer.Option("--render-k8s", help="Write every Kubernetes object the program declares here, one YAML each."),
     ] = None,
+    policy: Annotated[bool, typer.Option(help="Also check the graph against the policy pack (summary).")] = True,
 ) -> None:
     """Run the stack's program under mocks and show every resource it declares, and its outputs."""
     try:
@@ -63,6 +66,8 @@ def preview(
     if render_dir:
         written = write_manifests(kubernetes_objects(graph), render_dir)
         console.print(f"{len(written)} Kubernetes objects written to {render_dir}")
+    if policy:
+        print_policy_summary(graph.to_json())
 
 
 def _print_tree(graph: Graph) -> None:

@@ -1,6 +1,7 @@
 """`llm-platform preview` as a user runs it: a real process, its exit code, what it prints and writes."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -84,6 +85,7 @@ def test_tree_printout_groups_by_component() -> None:
     assert "Resources per component" in result.stdout
     assert "kubeconfig" in result.stdout and "[secret]" in result.stdout
     assert "apiVersion" not in result.stdout  # the kubeconfig itself never reaches the terminal
+    assert re.search(r"policy pack llm-platform \S+: \d+ violation\(s\)", result.stdout)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1 @@
+"""The llm-platform CrossGuard policy pack: every rule, grouped by concern."""
