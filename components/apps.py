@@ -21,6 +21,7 @@ from components.kube import (
     cpu_hpa,
     cpu_pod_spec,
     http_probes,
+    one_at_a_time_budget,
     restricted_container_security,
 )
 
@@ -108,6 +109,7 @@ class Apps(pulumi.ComponentResource):
                                   "ports": [{"name": "http", "port": app.port, "targetPort": "http"}]}),
                 opts=on_cluster,
             )
+            one_at_a_time_budget(f"{name}-{app.name}", metadata, labels, on_cluster)
             cpu_hpa(f"{name}-{app.name}", app.name, args.namespace, labels, app.min_replicas, app.max_replicas,
                     app.cpu_target_percent, on_cluster)
         self.register_outputs({"apps": [app.name for app in args.apps]})

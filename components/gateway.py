@@ -22,6 +22,7 @@ from components.kube import (
     cpu_hpa,
     cpu_pod_spec,
     http_probes,
+    one_at_a_time_budget,
     quantity_value,
     restricted_container_security,
 )
@@ -235,12 +236,7 @@ class Gateway(pulumi.ComponentResource):
         )
         cpu_hpa(f"{name}-hpa", GATEWAY_NAME, args.namespace, labels, config.min_replicas, config.max_replicas,
                 config.cpu_target_percent, on_cluster)
-        k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-pdb",
-            metadata=meta(GATEWAY_NAME),
-            spec=as_manifest({"maxUnavailable": 1, "selector": {"matchLabels": labels}}),
-            opts=on_cluster,
-        )
+        one_at_a_time_budget(f"{name}-pdb", meta(GATEWAY_NAME), labels, on_cluster)
         ingress = k8s.networking.v1.Ingress(
             f"{name}-ingress",
             metadata={**meta(GATEWAY_NAME), "annotations": self._alb_annotations(args)},

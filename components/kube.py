@@ -96,6 +96,18 @@ def cpu_hpa(
     )
 
 
+def one_at_a_time_budget(
+    resource_name: str, metadata: Any, labels: dict[str, str], opts: pulumi.ResourceOptions
+) -> k8s.policy.v1.PodDisruptionBudget:
+    """A node drain (Karpenter consolidation, a node group update) takes at most one of these pods at a time."""
+    return k8s.policy.v1.PodDisruptionBudget(
+        resource_name,
+        metadata=metadata,
+        spec=as_manifest({"maxUnavailable": 1, "selector": {"matchLabels": labels}}),
+        opts=opts,
+    )
+
+
 def cpu_pod_spec(container: dict[str, Any], grace_s: int, volumes: list[dict[str, Any]]) -> dict[str, Any]:
     """Pod spec of a CPU workload: CPU pool, restricted security, spread over zones."""
     return {

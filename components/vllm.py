@@ -12,7 +12,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from components import contracts
 from components.config_base import StrictModel
-from components.kube import Quantity, Resources, as_manifest, autoscaled
+from components.kube import Quantity, Resources, as_manifest, autoscaled, one_at_a_time_budget
 from components.versions import VLLM_IMAGE
 
 VLLM_NAME = "vllm"
@@ -325,12 +325,7 @@ class VllmServer(pulumi.ComponentResource):
             }),
             opts=on_cluster,
         )
-        k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-pdb",
-            metadata=metadata,
-            spec=as_manifest({"maxUnavailable": 1, "selector": {"matchLabels": labels}}),
-            opts=on_cluster,
-        )
+        one_at_a_time_budget(f"{name}-pdb", metadata, labels, on_cluster)
         self._ingress_policy(name, metadata, labels, on_cluster)
         self._scaled_object(name, args, on_cluster)
 

@@ -55,3 +55,19 @@ def test_preview_render_k8s_writes_the_objects(stack: str, tmp_path: Path) -> No
     deployment = yaml.safe_load((tmp_path / "llm-serving-deployment-vllm.yaml").read_text())
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 80
     assert all(validate_manifest(yaml.safe_load(path.read_text())) == [] for path in files)
+
+
+def test_every_serving_deployment_has_a_disruption_budget(graph: Graph) -> None:
+    """A node drain must never take every pod of a serving Deployment at once (the apps' ones included)."""
+    objects = kubernetes_objects(graph)
+    budgets = [m for m in objects if m["kind"] == "PodDisruptionBudget"]
+    serving = [m for m in objects if m["kind"] == "Deployment" and m["metadata"].get("namespace") == "llm-serving"]
+    assert serving
+    for deployment in serving:
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        covering = [
+            budget for budget in budgets
+            if budget["metadata"].get("namespace") == deployment["metadata"]["namespace"]
+            and budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        ]
+        assert covering, f"{graph.stack}: Deployment {deployment['metadata']['name']} has no PodDisruptionBudget"
