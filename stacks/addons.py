@@ -11,6 +11,7 @@ from components.keda import Keda, KedaArgs
 from components.node_pools import NodePools, NodePoolsArgs
 from components.nvidia import NvidiaArgs, NvidiaDevicePlugin
 from components.observability import Observability, ObservabilityArgs
+from components.slo import ServiceLevels, ServiceLevelsArgs
 
 if TYPE_CHECKING:
     from stacks.platform import PlatformCore
@@ -63,6 +64,16 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             config=config.observability,
             monthly_budget_usd=core.config.monthly_budget_usd,
             kubernetes_provider=provider,
+        ),
+    )
+    ServiceLevels(
+        "slo",
+        ServiceLevelsArgs(
+            config=config.slo,
+            gpu_node_hourly_usd=config.observability.gpu_node_hourly_usd,
+            gpu_floor=core.config.serving.vllm.min_replicas,
+            kubernetes_provider=provider,
+            depends_on=[observability.release],
         ),
     )
     return AddonsOutputs(

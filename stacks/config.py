@@ -20,6 +20,7 @@ from components.model_store import ModelStoreConfig
 from components.network import NetworkConfig
 from components.node_pools import CpuPoolConfig, GpuPoolConfig
 from components.observability import ObservabilityConfig
+from components.slo import SloConfig
 from components.vllm import ScalingConfig, VllmConfig
 
 AWS_REGION_PATTERN = r"^(us|eu|ap|ca|sa|me|af|il|mx)-[a-z]+-\d$"
@@ -48,6 +49,7 @@ class AddonsConfig(StrictModel):
     karpenter: KarpenterConfig = Field(default_factory=KarpenterConfig)
     keda: KedaConfig = Field(default_factory=KedaConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    slo: SloConfig = Field(default_factory=SloConfig)
 
 
 class ServingConfig(StrictModel):
