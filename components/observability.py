@@ -192,11 +192,13 @@ DASHBOARD_PANELS = (
 )
 
 
-def dashboard(panels: tuple[Panel, ...] = DASHBOARD_PANELS) -> dict[str, Any]:
+def dashboard(
+    panels: tuple[Panel, ...] = DASHBOARD_PANELS, uid: str = "llm-serving", title: str = "LLM serving"
+) -> dict[str, Any]:
     """A Grafana dashboard model: one time series per panel, two panels a row."""
     return {
-        "uid": "llm-serving",
-        "title": "LLM serving",
+        "uid": uid,
+        "title": title,
         "tags": ["llm-platform"],
         "timezone": "browser",
         "refresh": "30s",

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, Field
 
 from components import contracts
 from components.config_base import StrictModel
+from components.karpenter import KARPENTER_NAMESPACE
 from components.observability import GATEWAY, GPU_NODES, NAMESPACE, VLLM, Alert
 
 # vLLM V1's TTFT histogram bounds (vllm-project/vllm vllm/v1/metrics/loggers.py, unchanged since 0.10): an SLO
@@ -178,6 +179,16 @@ def rule_groups(config: SloConfig, gpu_node_hourly_usd: float, gpu_floor: int) -
     ]
 
 
+def karpenter_monitor_spec() -> dict[str, Any]:
+    """aws/karpenter-provider-aws charts/karpenter at v1.14.1: Service `karpenter` in the release namespace,
+    selector app.kubernetes.io/name=karpenter, port `http-metrics`."""
+    return {
+        "namespaceSelector": {"matchNames": [KARPENTER_NAMESPACE]},
+        "selector": {"matchLabels": {contracts.APP_NAME_LABEL: "karpenter"}},
+        "endpoints": [{"port": "http-metrics", "path": "/metrics", "interval": "30s"}],
+    }
+
+
 @dataclass(frozen=True)
 class ServiceLevelsArgs:
     config: SloConfig
@@ -191,14 +202,23 @@ class ServiceLevelsArgs:
 class ServiceLevels(pulumi.ComponentResource):
     def __init__(self, name: str, args: ServiceLevelsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:components:ServiceLevels", name, None, opts)
+        on_cluster = pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider, depends_on=args.depends_on)
+        # The Spot alert and the scaling dashboard read Karpenter's metrics; its chart's own ServiceMonitor would
+        # be applied before prometheus-operator's CRDs exist (Karpenter is installed first).
+        k8s.apiextensions.CustomResource(
+            f"{name}-karpenter-monitor",
+            api_version="monitoring.coreos.com/v1",
+            kind="ServiceMonitor",
+            metadata={"name": "karpenter", "namespace": NAMESPACE},
+            spec=karpenter_monitor_spec(),
+            opts=on_cluster,
+        )
         k8s.apiextensions.CustomResource(
             f"{name}-rules",
             api_version="monitoring.coreos.com/v1",
             kind="PrometheusRule",
             metadata={"name": "llm-slo", "namespace": NAMESPACE},
             spec={"groups": rule_groups(args.config, args.gpu_node_hourly_usd, args.gpu_floor)},
-            opts=pulumi.ResourceOptions(
-                parent=self, provider=args.kubernetes_provider, depends_on=args.depends_on
-            ),
+            opts=on_cluster,
         )
         self.register_outputs({})

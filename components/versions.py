@@ -45,6 +45,12 @@ NVIDIA_DEVICE_PLUGIN = HelmChart(
     version="0.18.2",
     repository="https://nvidia.github.io/k8s-device-plugin",
 )
+# NVIDIA/dcgm-exporter deployment/ at tag 4.5.3-4.8.2 (chart version 4.8.2, image tag 4.5.3-4.8.2-distroless).
+DCGM_EXPORTER = HelmChart(
+    chart="dcgm-exporter",
+    version="4.8.2",
+    repository="https://nvidia.github.io/dcgm-exporter/helm-charts",
+)
 
 # Karpenter GPU nodes: dev follows the latest AL2023 release; prod pins one so nodes never change under it.
 GPU_AMI_ALIAS_DEV = "al2023@latest"

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 import pulumi
 import pulumi_aws as aws
 
+from components.dashboards import Dashboards, DashboardsArgs
+from components.gpu_metrics import GpuMetrics, GpuMetricsArgs
 from components.karpenter import Karpenter, KarpenterArgs
 from components.keda import Keda, KedaArgs
 from components.node_pools import NodePools, NodePoolsArgs
@@ -72,6 +74,15 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             config=config.slo,
             gpu_node_hourly_usd=config.observability.gpu_node_hourly_usd,
             gpu_floor=core.config.serving.vllm.min_replicas,
+            kubernetes_provider=provider,
+            depends_on=[observability.release],
+        ),
+    )
+    GpuMetrics("gpu-metrics", GpuMetricsArgs(kubernetes_provider=provider, depends_on=[observability.release]))
+    Dashboards(
+        "dashboards",
+        DashboardsArgs(
+            base_monthly_usd=config.observability.base_monthly_usd,
             kubernetes_provider=provider,
             depends_on=[observability.release],
         ),
