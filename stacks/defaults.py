@@ -79,7 +79,12 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         },
         "serving": {
             "vllm": {"minReplicas": 1, "maxReplicas": 6},
-            "scaling": {"activation": "gateway", "fallbackReplicas": 2, "cooldownPeriodS": 600},
+            "scaling": {
+                "activation": "gateway",
+                "fallbackReplicas": 2,
+                "cooldownPeriodS": 600,
+                "gpuUtilizationPercent": 85,
+            },
             "gateway": {
                 "minReplicas": 2,
                 "maxReplicas": 6,
