@@ -12,6 +12,7 @@ import pulumi_random as random
 from pydantic import Field
 
 from components import contracts
+from components.alerting import AlertingConfig, routing_secret, with_alerting
 from components.cluster import SYSTEM_NODE_LABEL
 from components.config_base import StrictModel
 from components.helm import pinned_release
@@ -283,6 +284,9 @@ class ObservabilityArgs:
     config: ObservabilityConfig
     monthly_budget_usd: float
     kubernetes_provider: k8s.Provider
+    alerting: AlertingConfig
+    # Reads the alert-routing secret from Secrets Manager.
+    aws_provider: pulumi.ProviderResource
 
 
 class Observability(pulumi.ComponentResource):
@@ -309,12 +313,15 @@ class Observability(pulumi.ComponentResource):
             string_data={"admin-user": "admin", "admin-password": password.result},
             opts=in_namespace,
         )
+        routing = routing_secret(name, args.alerting, NAMESPACE, in_namespace, args.aws_provider)
         self.release = pinned_release(
             name,
             KUBE_PROMETHEUS_STACK,
             NAMESPACE,
-            stack_values(args.config),
-            pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[admin_secret])),
+            with_alerting(stack_values(args.config), args.alerting),
+            pulumi.ResourceOptions.merge(
+                in_namespace, pulumi.ResourceOptions(depends_on=[admin_secret, *([routing] if routing else [])])
+            ),
         )
         after_crds = pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[self.release]))
 

@@ -14,6 +14,7 @@ import pulumi_kubernetes as k8s
 from pydantic import AfterValidator, Field
 
 from components import contracts
+from components.alerting import ROLLOUT_ALERT
 from components.config_base import StrictModel
 from components.karpenter import KARPENTER_NAMESPACE
 from components.observability import GATEWAY, GPU_NODES, NAMESPACE, VLLM, Alert
@@ -157,6 +158,13 @@ def platform_alerts(config: SloConfig, gpu_floor: int) -> list[Alert]:
             f" > {config.spot_interruptions_per_hour}",
             "0m", "warning",
             f"More than {config.spot_interruptions_per_hour} Spot interruption warnings in an hour",
+        ),
+        Alert(
+            ROLLOUT_ALERT,
+            f"count(kube_deployment_status_replicas_updated{{{SERVING}}} < kube_deployment_spec_replicas{{{SERVING}}})"
+            " > 0",
+            "0m", "info",
+            "A serving Deployment is rolling out: rollout-transient warnings are inhibited",
         ),
         Alert(
             "LlmCostPerMillionTokensHigh",

@@ -76,6 +76,7 @@ class PlatformMocks(pulumi.runtime.Mocks):
             },
             "aws:index/getRegion:getRegion": lambda args: {"name": self.region, "region": self.region},
             "aws:index/getPartition:getPartition": lambda args: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
+            "aws:secretsmanager/getSecretVersion:getSecretVersion": self._secret_version,
         }
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, Outputs]:
@@ -102,6 +103,11 @@ class PlatformMocks(pulumi.runtime.Mocks):
         if handler is None:
             raise NotImplementedError(f"no offline answer for invoke {args.token}; add one to infra/mocks.py")
         return handler(args.args), []
+
+    def _secret_version(self, args: dict[str, Any]) -> Outputs:
+        """A JSON secret with every key a receiver may need (the alert-routing secret the user creates)."""
+        keys = ("slackWebhookUrl", "pagerdutyRoutingKey", "webhookToken")
+        return {"secretString": json.dumps({key: f"offline-{key}" for key in keys}), "secretId": args["secretId"]}
 
     def _availability_zones(self, args: dict[str, Any]) -> Outputs:
         suffixes = "abcd"

@@ -66,6 +66,8 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             config=config.observability,
             monthly_budget_usd=core.config.monthly_budget_usd,
             kubernetes_provider=provider,
+            alerting=config.alerting,
+            aws_provider=core.aws_provider,
         ),
     )
     ServiceLevels(

@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
+from components.alerting import AlertingConfig
 from components.apps import AppConfig
 from components.cache import CacheConfig
 from components.cluster import ClusterConfig
@@ -50,6 +51,7 @@ class AddonsConfig(StrictModel):
     keda: KedaConfig = Field(default_factory=KedaConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     slo: SloConfig = Field(default_factory=SloConfig)
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
 
 
 class ServingConfig(StrictModel):
@@ -85,6 +87,17 @@ class PlatformConfig(StrictModel):
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
     addons: AddonsConfig = Field(default_factory=AddonsConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+
+    @model_validator(mode="after")
+    def prod_alerts_reach_someone(self) -> Self:
+        alerting = self.addons.alerting
+        for severity, receiver in (("critical", alerting.critical), ("warning", alerting.warning)):
+            if self.profile == "prod" and receiver.kind == "none":
+                raise ValueError(
+                    f"addons.alerting.{severity}.kind is none in a prod stack: route it to slack, pagerduty or "
+                    "webhook (credentials in the Secrets Manager secret addons.alerting.secretId)"
+                )
+        return self
 
     @model_validator(mode="after")
     def tags_valid(self) -> Self:

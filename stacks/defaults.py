@@ -70,6 +70,12 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
                 "cpuPool": {"capacityTypes": ["spot", "on-demand"], "cpuLimit": 64, "memoryLimitGib": 256},
             },
             "keda": {"operatorReplicas": 2},
+            # Prod pages someone: create this secret before the first `pulumi up` (README, "Alert routing").
+            "alerting": {
+                "critical": {"kind": "pagerduty"},
+                "warning": {"kind": "slack"},
+                "secretId": "llm-platform/prod/alerting",
+            },
             "observability": {
                 "retention": "15d",
                 "prometheusReplicas": 2,

@@ -39,7 +39,7 @@ EXPORTED: dict[str, set[str]] = {
         "kube_node_labels", "kube_pod_container_status_restarts_total", "kube_pod_container_resource_limits",
         "kube_horizontalpodautoscaler_status_desired_replicas", "kube_horizontalpodautoscaler_status_current_replicas",
         "kube_horizontalpodautoscaler_spec_max_replicas", "kube_deployment_status_replicas_ready",
-        "kube_deployment_spec_replicas",
+        "kube_deployment_spec_replicas", "kube_deployment_status_replicas_updated",
     },
     # The kubelet's cAdvisor endpoint, scraped by kube-prometheus-stack's kubelet ServiceMonitor (cadvisor: true).
     "kubelet-cadvisor": {"container_memory_working_set_bytes"},

@@ -1,5 +1,6 @@
-"""Prometheus's own `promtool` (Debian package `prometheus`, installed by ./tasks.sh test): rule files are
-checked and unit-tested by the same parser and engine Prometheus runs."""
+"""Prometheus's own `promtool` and Alertmanager's `amtool` (Debian packages `prometheus` and
+`prometheus-alertmanager`, installed by ./tasks.sh test): rule files and Alertmanager configs are checked by the
+same parsers Prometheus and Alertmanager run."""
 
 import shutil
 import subprocess
@@ -10,10 +11,18 @@ import yaml
 
 
 def promtool(*args: str, cwd: Path) -> str:
-    binary = shutil.which("promtool")
-    assert binary, "promtool not found: ./tasks.sh test installs it (apt package prometheus)"
+    return run("promtool", *args, cwd=cwd)
+
+
+def amtool(*args: str, cwd: Path) -> str:
+    return run("amtool", *args, cwd=cwd)
+
+
+def run(tool: str, *args: str, cwd: Path) -> str:
+    binary = shutil.which(tool)
+    assert binary, f"{tool} not found: ./tasks.sh test installs it (apt packages prometheus, prometheus-alertmanager)"
     result = subprocess.run([binary, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, f"promtool {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, f"{tool} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
 

@@ -209,6 +209,24 @@ def test_cost_per_million_tokens_is_absent_without_traffic(dev_graph: Graph, tmp
     }])
 
 
+def test_rollout_alert_is_active_while_pods_are_replaced(dev_graph: Graph, tmp_path: Path) -> None:
+    deployment = 'namespace="llm-serving",deployment="vllm"'
+    series = [
+        {"series": f"kube_deployment_spec_replicas{{{deployment}}}", "values": "2x30"},
+        {"series": f"kube_deployment_status_replicas_updated{{{deployment}}}", "values": "2x5 0x5 1x5 2x15"},
+    ]
+    run_tests(dev_graph, tmp_path, [{
+        "interval": "1m",
+        "input_series": series,
+        "alert_rule_test": [
+            quiet("LlmRolloutInProgress", "3m"),
+            fires(dev_graph, "LlmRolloutInProgress", "8m"),
+            fires(dev_graph, "LlmRolloutInProgress", "13m"),
+            quiet("LlmRolloutInProgress", "20m"),
+        ],
+    }])
+
+
 def test_every_alert_has_a_runbook_section(graph: Graph) -> None:
     runbook = (Path(__file__).resolve().parent.parent / "docs" / "operations-alerts.md").read_text()
     names = [r["alert"] for g in groups(graph) for r in g["rules"] if "alert" in r]
