@@ -3,7 +3,7 @@ the alert rules, and the Grafana dashboard, all as data."""
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -16,6 +16,7 @@ from components.alerting import AlertingConfig, routing_secret, with_alerting
 from components.cluster import SYSTEM_NODE_LABEL
 from components.config_base import StrictModel
 from components.helm import pinned_release
+from components.storage import STORAGE_CLASS
 from components.versions import KUBE_PROMETHEUS_STACK
 
 NAMESPACE = contracts.MONITORING_NAMESPACE
@@ -26,6 +27,8 @@ GRAFANA_SERVICE = f"{RELEASE_NAME}-grafana"
 GRAFANA_ADMIN_SECRET = "grafana-admin"
 DASHBOARD_LABEL = {"grafana_dashboard": "1"}
 HOURS_PER_MONTH = 730
+# Share of the Prometheus volume its TSDB may fill (the rest: WAL growth and compaction headroom).
+RETENTION_SIZE_SHARE = 0.85
 
 # Monitors set `job` to the pod's app label, so every query can say which exporter it means: the gateway may
 # re-export vllm: gauges, and an unfiltered sum() would count them twice.
@@ -51,7 +54,10 @@ class ObservabilityConfig(StrictModel):
     retention: str = Field(default="7d", pattern=r"^[0-9]+[hdwy]$")
     storage_gib: int | None = Field(
         default=None, ge=5, le=16384,
-        description="Persistent volume for Prometheus; needs the EBS CSI driver. Unset: emptyDir, lost on restart.",
+        description=f"Prometheus volume on StorageClass {STORAGE_CLASS}. Unset: emptyDir, lost on restart.",
+    )
+    grafana_storage_gib: int | None = Field(
+        default=None, ge=1, le=1024, description="Grafana volume (users, edits). Unset: dashboards from code only."
     )
     prometheus_replicas: int = Field(default=1, ge=1, le=3)
     alerts: AlertThresholds = Field(default_factory=AlertThresholds)
@@ -238,16 +244,20 @@ def stack_values(config: ObservabilityConfig) -> dict[str, Any]:
         prometheus["storageSpec"] = {
             "volumeClaimTemplate": {
                 "spec": {
+                    "storageClassName": STORAGE_CLASS,
                     "accessModes": ["ReadWriteOnce"],
                     "resources": {"requests": {"storage": f"{config.storage_gib}Gi"}},
                 }
             }
         }
+        # Size-based retention below the volume, so a full disk drops old blocks instead of crashing Prometheus.
+        prometheus["retentionSize"] = f"{int(config.storage_gib * RETENTION_SIZE_SHARE)}GiB"
     return {
         "prometheus": {"prometheusSpec": prometheus},
         "prometheusOperator": {"nodeSelector": SYSTEM_NODE_LABEL},
         "alertmanager": {"alertmanagerSpec": {"nodeSelector": SYSTEM_NODE_LABEL}},
         "grafana": {
+            **_grafana_persistence(config),
             "nodeSelector": SYSTEM_NODE_LABEL,
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
             "sidecar": {
@@ -269,6 +279,18 @@ def stack_values(config: ObservabilityConfig) -> dict[str, Any]:
     }
 
 
+def _grafana_persistence(config: ObservabilityConfig) -> dict[str, Any]:
+    """grafana chart 11.3.7 values: persistence.*, deploymentStrategy. A ReadWriteOnce volume cannot follow a
+    rolling update to another node, so the pod is recreated instead."""
+    if not config.grafana_storage_gib:
+        return {}
+    return {
+        "persistence": {"enabled": True, "type": "pvc", "storageClassName": STORAGE_CLASS,
+                        "size": f"{config.grafana_storage_gib}Gi"},
+        "deploymentStrategy": {"type": "Recreate"},
+    }
+
+
 def monitor_spec(app: str, endpoint_key: str) -> dict[str, Any]:
     """Scrape `app`'s pods in the serving namespace on the metrics port; job = the app label."""
     return {
@@ -287,6 +309,8 @@ class ObservabilityArgs:
     alerting: AlertingConfig
     # Reads the alert-routing secret from Secrets Manager.
     aws_provider: pulumi.ProviderResource
+    # The StorageClass the volumes claim (BlockStorage), so Helm's wait does not time out on a Pending claim.
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
 class Observability(pulumi.ComponentResource):
@@ -299,6 +323,7 @@ class Observability(pulumi.ComponentResource):
         on_cluster = pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider)
 
         namespace = k8s.core.v1.Namespace(f"{name}-namespace", metadata={"name": NAMESPACE}, opts=on_cluster)
+        on_cluster = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=args.depends_on))
         in_namespace = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[namespace]))
         # A RandomString kept secret in state (the stack's one RandomPassword is the cache's auth token).
         password = random.RandomString(

@@ -14,6 +14,7 @@ from components.node_pools import NodePools, NodePoolsArgs
 from components.nvidia import NvidiaArgs, NvidiaDevicePlugin
 from components.observability import Observability, ObservabilityArgs
 from components.slo import ServiceLevels, ServiceLevelsArgs
+from components.storage import BlockStorage, BlockStorageArgs
 
 if TYPE_CHECKING:
     from stacks.platform import PlatformCore
@@ -60,6 +61,9 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
     if config.karpenter.gpu_pool.needs_device_plugin:
         NvidiaDevicePlugin("nvidia-device-plugin", NvidiaArgs(kubernetes_provider=provider))
     keda = Keda("keda", KedaArgs(operator_replicas=config.keda.operator_replicas, kubernetes_provider=provider))
+    storage = BlockStorage(
+        "block-storage", BlockStorageArgs(cluster_name=core.cluster.cluster_name, kubernetes_provider=provider), on_aws
+    )
     observability = Observability(
         "observability",
         ObservabilityArgs(
@@ -68,6 +72,7 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             kubernetes_provider=provider,
             alerting=config.alerting,
             aws_provider=core.aws_provider,
+            depends_on=[storage.storage_class],
         ),
     )
     ServiceLevels(

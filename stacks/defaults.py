@@ -78,6 +78,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
             },
             "observability": {
                 "retention": "15d",
+                # Survives restarts: 15 days of a few thousand series fit well under 100 GiB (retentionSize 85 %).
+                "storageGib": 100,
+                "grafanaStorageGib": 10,
                 "prometheusReplicas": 2,
                 "gpuNodeHourlyUsd": 0.9,
                 "baseMonthlyUsd": 600,

@@ -87,9 +87,9 @@ def test_prometheus_selects_monitors_and_rules_from_all_namespaces(graph: Graph)
         assert spec[key] is False
 
 
-def test_prometheus_volume_only_when_storage_is_configured(graph: Graph) -> None:
-    spec = graph.one(RELEASE, "observability").inputs["values"]["prometheus"]["prometheusSpec"]
-    assert "storageSpec" not in spec  # no EBS CSI driver in the cluster yet: a PVC would stay Pending
+def test_prometheus_volume_only_when_storage_is_configured(dev_graph: Graph) -> None:
+    spec = dev_graph.one(RELEASE, "observability").inputs["values"]["prometheus"]["prometheusSpec"]
+    assert "storageSpec" not in spec  # dev keeps metrics in an emptyDir: cheaper, lost on restart
     persistent = stack_values(ObservabilityConfig(storage_gib=50))["prometheus"]["prometheusSpec"]
     claim = persistent["storageSpec"]["volumeClaimTemplate"]["spec"]
     assert claim["resources"]["requests"]["storage"] == "50Gi"
