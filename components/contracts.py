@@ -15,6 +15,8 @@ GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
 APP_NAME_LABEL = "app.kubernetes.io/name"
 VLLM_APP = "vllm"
 GATEWAY_APP = "gateway"
+# KEDA names the HPA it manages keda-hpa-<ScaledObject> (kedacore/keda controllers/keda/hpa.go, getDefaultHpaName).
+VLLM_HPA = f"keda-hpa-{VLLM_APP}"
 VLLM_PORT = 8000
 GATEWAY_PORT = 8080
 METRICS_PORT_NAME = "http"

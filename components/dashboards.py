@@ -32,8 +32,7 @@ from components.slo import (
 )
 
 SERVING = f'namespace="{contracts.SERVING_NAMESPACE}"'
-# KEDA names the HPA it manages keda-hpa-<ScaledObject> (kedacore/keda controllers/keda/hpa.go, getDefaultHpaName).
-VLLM_HPA = f'horizontalpodautoscaler="keda-hpa-{contracts.VLLM_APP}",{SERVING}'
+VLLM_HPA = f'horizontalpodautoscaler="{contracts.VLLM_HPA}",{SERVING}'
 VLLM_DEPLOYMENT = f'deployment="{contracts.VLLM_APP}",{SERVING}'
 # dcgm-exporter maps each GPU to the pod using it (pod/namespace labels; honorLabels keeps them, see gpu_metrics).
 GPU_BY_POD = f'{SERVING},pod=~"{contracts.VLLM_APP}-.+"'

@@ -12,11 +12,13 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from infra.loadtest.command import loadtest
 from infra.offline import SECRET_MASK, Graph, GraphResource, preview_stack
 from infra.render import kubernetes_objects, write_manifests
 from stacks.loader import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app.command()(loadtest)
 console = Console(emoji=False, highlight=False)
 errors = Console(stderr=True, emoji=False, highlight=False)
 
