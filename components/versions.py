@@ -52,6 +52,13 @@ DCGM_EXPORTER = HelmChart(
     repository="https://nvidia.github.io/dcgm-exporter/helm-charts",
 )
 
+# aws/eks-charts stable/aws-for-fluent-bit at commit 2942cdc (chart 0.2.0, AWS for Fluent Bit 3.2.1).
+AWS_FOR_FLUENT_BIT = HelmChart(
+    chart="aws-for-fluent-bit",
+    version="0.2.0",
+    repository="https://aws.github.io/eks-charts",
+)
+
 # Karpenter GPU nodes: dev follows the latest AL2023 release; prod pins one so nodes never change under it.
 GPU_AMI_ALIAS_DEV = "al2023@latest"
 GPU_AMI_ALIAS_PROD = "al2023@v20251117"

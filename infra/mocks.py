@@ -146,7 +146,7 @@ class PlatformMocks(pulumi.runtime.Mocks):
         return {"arn": f"arn:aws:secretsmanager:{self.region}:{ACCOUNT_ID}:secret:{name}-{_digest(name, length=6)}"}
 
     def _log_group(self, name: str, inputs: Outputs) -> Outputs:
-        group = inputs.get("namePrefix", "/aws/") + _digest(name, length=8)
+        group = inputs.get("name") or inputs.get("namePrefix", "/aws/") + _digest(name, length=8)
         return {"name": group, "arn": f"arn:aws:logs:{self.region}:{ACCOUNT_ID}:log-group:{group}"}
 
     def _certificate(self, name: str, inputs: Outputs) -> Outputs:

@@ -10,6 +10,7 @@ from components.dashboards import Dashboards, DashboardsArgs
 from components.gpu_metrics import GpuMetrics, GpuMetricsArgs
 from components.karpenter import Karpenter, KarpenterArgs
 from components.keda import Keda, KedaArgs
+from components.log_shipping import LogShipping, LogShippingArgs
 from components.node_pools import NodePools, NodePoolsArgs
 from components.nvidia import NvidiaArgs, NvidiaDevicePlugin
 from components.observability import Observability, ObservabilityArgs
@@ -94,6 +95,21 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             depends_on=[observability.release],
         ),
     )
+    logs = (
+        LogShipping(
+            "logs",
+            LogShippingArgs(
+                config=config.logs,
+                log_group_name=f"/{core.project}/{core.stack}/containers",
+                region=core.config.region,
+                cluster_name=core.cluster.cluster_name,
+                kubernetes_provider=provider,
+            ),
+            on_aws,
+        )
+        if config.logs.enabled
+        else None
+    )
     return AddonsOutputs(
         prometheus_url=observability.prometheus_url,
         crd_providers=[karpenter.crds, keda.release, observability.release],
@@ -103,5 +119,6 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             "karpenterNodeRoleArn": karpenter.node_role_arn,
             "prometheusUrl": observability.prometheus_url,
             "grafanaAccess": observability.grafana_access,
+            **({"containerLogGroup": logs.log_group_name} if logs else {}),
         },
     )

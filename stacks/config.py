@@ -17,6 +17,7 @@ from components.cluster import ClusterConfig
 from components.config_base import StrictModel
 from components.edge import EdgeConfig
 from components.gateway import GatewayConfig
+from components.log_shipping import LogsConfig
 from components.model_store import ModelStoreConfig
 from components.network import NetworkConfig
 from components.node_pools import CpuPoolConfig, GpuPoolConfig
@@ -52,6 +53,7 @@ class AddonsConfig(StrictModel):
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     slo: SloConfig = Field(default_factory=SloConfig)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    logs: LogsConfig = Field(default_factory=LogsConfig)
 
 
 class ServingConfig(StrictModel):

@@ -33,6 +33,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
                 "cpuPool": {"capacityTypes": ["spot"], "cpuLimit": 16, "memoryLimitGib": 64},
             },
             "keda": {"operatorReplicas": 1},
+            "logs": {"enabled": True, "retentionDays": 7},
             "observability": {
                 "retention": "3d",
                 "prometheusReplicas": 1,
@@ -70,6 +71,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
                 "cpuPool": {"capacityTypes": ["spot", "on-demand"], "cpuLimit": 64, "memoryLimitGib": 256},
             },
             "keda": {"operatorReplicas": 2},
+            "logs": {"enabled": True, "retentionDays": 30},
             # Prod pages someone: create this secret before the first `pulumi up` (README, "Alert routing").
             "alerting": {
                 "critical": {"kind": "pagerduty"},
