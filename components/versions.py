@@ -59,6 +59,15 @@ AWS_FOR_FLUENT_BIT = HelmChart(
     repository="https://aws.github.io/eks-charts",
 )
 
+# open-telemetry/opentelemetry-helm-charts tag opentelemetry-collector-0.170.0 (appVersion 0.158.0, the image tag).
+OPENTELEMETRY_COLLECTOR = HelmChart(
+    chart="opentelemetry-collector",
+    version="0.170.0",
+    repository="https://open-telemetry.github.io/opentelemetry-helm-charts",
+)
+# The contrib distribution: it has the awsxray exporter; the chart requires image.repository to be set.
+OTEL_COLLECTOR_IMAGE_REPOSITORY = "otel/opentelemetry-collector-contrib"
+
 # Karpenter GPU nodes: dev follows the latest AL2023 release; prod pins one so nodes never change under it.
 GPU_AMI_ALIAS_DEV = "al2023@latest"
 GPU_AMI_ALIAS_PROD = "al2023@v20251117"

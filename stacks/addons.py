@@ -16,6 +16,7 @@ from components.nvidia import NvidiaArgs, NvidiaDevicePlugin
 from components.observability import Observability, ObservabilityArgs
 from components.slo import ServiceLevels, ServiceLevelsArgs
 from components.storage import BlockStorage, BlockStorageArgs
+from components.tracing import Tracing, TracingArgs
 
 if TYPE_CHECKING:
     from stacks.platform import PlatformCore
@@ -95,6 +96,17 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             depends_on=[observability.release],
         ),
     )
+    if config.tracing.enabled:
+        Tracing(
+            "tracing",
+            TracingArgs(
+                region=core.config.region,
+                cluster_name=core.cluster.cluster_name,
+                kubernetes_provider=provider,
+                depends_on=[observability.release],
+            ),
+            on_aws,
+        )
     logs = (
         LogShipping(
             "logs",

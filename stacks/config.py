@@ -23,6 +23,7 @@ from components.network import NetworkConfig
 from components.node_pools import CpuPoolConfig, GpuPoolConfig
 from components.observability import ObservabilityConfig
 from components.slo import SloConfig
+from components.tracing import TracingConfig
 from components.vllm import ScalingConfig, VllmConfig
 
 AWS_REGION_PATTERN = r"^(us|eu|ap|ca|sa|me|af|il|mx)-[a-z]+-\d$"
@@ -54,6 +55,7 @@ class AddonsConfig(StrictModel):
     slo: SloConfig = Field(default_factory=SloConfig)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     logs: LogsConfig = Field(default_factory=LogsConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
 
 class ServingConfig(StrictModel):

@@ -72,6 +72,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
             },
             "keda": {"operatorReplicas": 2},
             "logs": {"enabled": True, "retentionDays": 30},
+            "tracing": {"enabled": True, "sampleRatio": 0.05},
             # Prod pages someone: create this secret before the first `pulumi up` (README, "Alert routing").
             "alerting": {
                 "critical": {"kind": "pagerduty"},
