@@ -16,6 +16,7 @@ import pulumi_kubernetes as k8s
 from components import contracts
 from components.helm import pinned_release
 from components.nvidia import gpu_pool_placement
+from components.observability import monitoring_object
 from components.versions import DCGM_EXPORTER
 
 DCGM_NAME = DCGM_EXPORTER.chart
@@ -54,12 +55,5 @@ class GpuMetrics(pulumi.ComponentResource):
         super().__init__("llm-platform:components:GpuMetrics", name, None, opts)
         on_cluster = pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider, depends_on=args.depends_on)
         pinned_release(name, DCGM_EXPORTER, contracts.MONITORING_NAMESPACE, dcgm_values(), on_cluster)
-        k8s.apiextensions.CustomResource(
-            f"{name}-monitor",
-            api_version="monitoring.coreos.com/v1",
-            kind="ServiceMonitor",
-            metadata={"name": DCGM_NAME, "namespace": contracts.MONITORING_NAMESPACE},
-            spec=dcgm_monitor_spec(),
-            opts=on_cluster,
-        )
+        monitoring_object(f"{name}-monitor", "ServiceMonitor", DCGM_NAME, dcgm_monitor_spec(), on_cluster)
         self.register_outputs({})

@@ -291,6 +291,21 @@ def _grafana_persistence(config: ObservabilityConfig) -> dict[str, Any]:
     }
 
 
+def monitoring_object(
+    name: str, kind: str, object_name: str, spec: dict[str, Any], opts: pulumi.ResourceOptions
+) -> k8s.apiextensions.CustomResource:
+    """A prometheus-operator object (ServiceMonitor, PodMonitor, PrometheusRule) in the monitoring namespace;
+    `opts` must wait for the metrics stack's release, which installs the CRDs."""
+    return k8s.apiextensions.CustomResource(
+        name,
+        api_version="monitoring.coreos.com/v1",
+        kind=kind,
+        metadata={"name": object_name, "namespace": NAMESPACE},
+        spec=spec,
+        opts=opts,
+    )
+
+
 def monitor_spec(app: str, endpoint_key: str) -> dict[str, Any]:
     """Scrape `app`'s pods in the serving namespace on the metrics port; job = the app label."""
     return {
@@ -354,20 +369,12 @@ class Observability(pulumi.ComponentResource):
             (contracts.VLLM_APP, "PodMonitor", "podMetricsEndpoints"),
             (contracts.GATEWAY_APP, "ServiceMonitor", "endpoints"),
         ):
-            k8s.apiextensions.CustomResource(
-                f"{name}-{app}",
-                api_version="monitoring.coreos.com/v1",
-                kind=kind,
-                metadata={"name": app, "namespace": NAMESPACE},
-                spec=monitor_spec(app, endpoint_key),
-                opts=after_crds,
-            )
-        k8s.apiextensions.CustomResource(
+            monitoring_object(f"{name}-{app}", kind, app, monitor_spec(app, endpoint_key), after_crds)
+        monitoring_object(
             f"{name}-serving-alerts",
-            api_version="monitoring.coreos.com/v1",
-            kind="PrometheusRule",
-            metadata={"name": "llm-serving", "namespace": NAMESPACE},
-            spec={
+            "PrometheusRule",
+            "llm-serving",
+            {
                 "groups": [
                     {
                         "name": "llm-serving",
@@ -378,7 +385,7 @@ class Observability(pulumi.ComponentResource):
                     }
                 ]
             },
-            opts=after_crds,
+            after_crds,
         )
         k8s.core.v1.ConfigMap(
             f"{name}-dashboard",

@@ -17,7 +17,7 @@ from components import contracts
 from components.alerting import ROLLOUT_ALERT
 from components.config_base import StrictModel
 from components.karpenter import KARPENTER_NAMESPACE
-from components.observability import GATEWAY, GPU_NODES, NAMESPACE, VLLM, Alert
+from components.observability import GATEWAY, GPU_NODES, VLLM, Alert, monitoring_object
 
 # vLLM V1's TTFT histogram bounds (vllm-project/vllm vllm/v1/metrics/loggers.py, unchanged since 0.10): an SLO
 # threshold must be one of them, or the "good" share cannot be read from a bucket.
@@ -213,20 +213,9 @@ class ServiceLevels(pulumi.ComponentResource):
         on_cluster = pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider, depends_on=args.depends_on)
         # The Spot alert and the scaling dashboard read Karpenter's metrics; its chart's own ServiceMonitor would
         # be applied before prometheus-operator's CRDs exist (Karpenter is installed first).
-        k8s.apiextensions.CustomResource(
-            f"{name}-karpenter-monitor",
-            api_version="monitoring.coreos.com/v1",
-            kind="ServiceMonitor",
-            metadata={"name": "karpenter", "namespace": NAMESPACE},
-            spec=karpenter_monitor_spec(),
-            opts=on_cluster,
+        monitoring_object(
+            f"{name}-karpenter-monitor", "ServiceMonitor", "karpenter", karpenter_monitor_spec(), on_cluster
         )
-        k8s.apiextensions.CustomResource(
-            f"{name}-rules",
-            api_version="monitoring.coreos.com/v1",
-            kind="PrometheusRule",
-            metadata={"name": "llm-slo", "namespace": NAMESPACE},
-            spec={"groups": rule_groups(args.config, args.gpu_node_hourly_usd, args.gpu_floor)},
-            opts=on_cluster,
-        )
+        groups = rule_groups(args.config, args.gpu_node_hourly_usd, args.gpu_floor)
+        monitoring_object(f"{name}-rules", "PrometheusRule", "llm-slo", {"groups": groups}, on_cluster)
         self.register_outputs({})

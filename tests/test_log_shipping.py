@@ -1,9 +1,9 @@
 """Container logs to CloudWatch Logs: Fluent Bit on every node, one log group per stack with its retention, and a
 Pod Identity role that may only write into that group."""
 
-import json
 
 import pytest
+from graph_helpers import pod_identity_grant
 
 from infra.offline import Graph
 from stacks.loader import ConfigError, validate
@@ -34,14 +34,7 @@ def test_fluent_bit_chart_is_pinned_and_ships_to_the_stacks_log_group(graph: Gra
 
 
 def test_fluent_bit_writes_through_pod_identity_into_that_group_only(graph: Graph) -> None:
-    release = graph.one(RELEASE, "logs").inputs
-    association = graph.one("aws:eks/podIdentityAssociation:PodIdentityAssociation", "logs-fluent-bit").inputs
-    assert (association["namespace"], association["serviceAccount"]) == (
-        release["namespace"], release["values"]["serviceAccount"]["name"]
-    )
-    (statement,) = json.loads(graph.one("aws:iam/rolePolicy:RolePolicy", "logs-fluent-bit").inputs["policy"])[
-        "Statement"
-    ]
+    statement = pod_identity_grant(graph, "logs", "logs-fluent-bit")
     assert set(statement["Action"]) == {"logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"}
     assert all("log-group" in arn for arn in statement["Resource"])
 

@@ -1,7 +1,8 @@
 """Traces: the gateway exports OTLP spans to an OpenTelemetry Collector that forwards them to X-Ray, sampled
 per stack."""
 
-import json
+
+from graph_helpers import pod_identity_grant
 
 from infra.offline import Graph
 
@@ -60,12 +61,5 @@ def test_prod_samples_five_percent_dev_everything(dev_graph: Graph, prod_graph: 
 
 
 def test_collector_writes_to_xray_through_pod_identity(graph: Graph) -> None:
-    release = graph.one(RELEASE, "tracing").inputs
-    association = graph.one("aws:eks/podIdentityAssociation:PodIdentityAssociation", "tracing-collector").inputs
-    assert (association["namespace"], association["serviceAccount"]) == (
-        release["namespace"], release["values"]["serviceAccount"]["name"]
-    )
-    (statement,) = json.loads(graph.one("aws:iam/rolePolicy:RolePolicy", "tracing-collector").inputs["policy"])[
-        "Statement"
-    ]
+    statement = pod_identity_grant(graph, "tracing", "tracing-collector")
     assert set(statement["Action"]) == {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
