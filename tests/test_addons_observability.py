@@ -211,3 +211,35 @@ def test_monitors_match_the_declared_serving_objects(graph: Graph) -> None:
     assert service["metadata"]["namespace"] in service_monitor["namespaceSelector"]["matchNames"]
     assert service_monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert service_monitor["endpoints"][0]["port"] in {port["name"] for port in service["spec"]["ports"]}
+
+
+# Nested keys this project sets, as they appear in kube-prometheus-stack 82.18.0 values.yaml and its grafana
+# dependency (grafana-community/helm-charts grafana-11.3.7 values.yaml).
+STACK_VALUE_PATHS = {
+    "prometheus.prometheusSpec.retention", "prometheus.prometheusSpec.retentionSize",
+    "prometheus.prometheusSpec.storageSpec", "prometheus.prometheusSpec.replicas",
+    "prometheus.prometheusSpec.nodeSelector", "prometheus.prometheusSpec.resources",
+    "prometheus.prometheusSpec.podMonitorSelectorNilUsesHelmValues",
+    "prometheus.prometheusSpec.serviceMonitorSelectorNilUsesHelmValues",
+    "prometheus.prometheusSpec.ruleSelectorNilUsesHelmValues",
+    "prometheusOperator.nodeSelector", "alertmanager.config", "alertmanager.alertmanagerSpec.nodeSelector",
+    "alertmanager.alertmanagerSpec.secrets", "grafana.nodeSelector", "grafana.admin", "grafana.sidecar",
+    "grafana.persistence", "grafana.deploymentStrategy", "kube-state-metrics.nodeSelector",
+    "kube-state-metrics.metricLabelsAllowlist",
+}
+
+
+def test_stack_values_use_keys_of_the_pinned_charts(prod_graph: Graph) -> None:
+    values = prod_graph.one(RELEASE, "observability").inputs["values"]
+
+    def paths(node: dict, prefix: str = "") -> set[str]:
+        found = set()
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict) and not any(path.startswith(p) for p in STACK_VALUE_PATHS):
+                found |= paths(value, f"{path}.")
+            else:
+                found.add(path)
+        return found
+
+    assert paths(values) <= STACK_VALUE_PATHS
