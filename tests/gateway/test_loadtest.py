@@ -2,10 +2,13 @@
 reports latency and TTFT percentiles and passes; against a gateway whose upstream is down it counts every
 request as dropped and fails."""
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ import pytest
 from serving import processes
 from serving.processes import ManagedProcess
 
-from .conftest import KEY, GatewayFactory
+from .conftest import KEY, GatewayFactory, metric, simulator
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 # Ramp to 4 users in 2 s, hold 3 s, drop to 1 for 2 s: every stage of a real profile, in seconds.
@@ -66,6 +69,43 @@ def test_loadtest_detects_dropped_requests(start_gateway: GatewayFactory, redis_
     assert "**Result: FAIL**" in report
     failed = re.search(r"\| no dropped requests \| FAIL \| (\d+) of (\d+) requests failed", report)
     assert failed and failed[1] == failed[2] and int(failed[1]) > 0
+    assert "HTTP 503" in report
+
+
+def stop_after_answers(upstream: ManagedProcess, answers: int) -> threading.Thread:
+    """Stops the upstream once it has finished `answers` requests (its vllm:request_success counter)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if metric(upstream.url, "vllm:request_success_total") >= answers:
+                    break
+            time.sleep(0.1)
+        upstream.terminate()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_loadtest_counts_requests_dropped_when_the_upstream_stops_mid_run(
+    start_gateway: GatewayFactory, redis_url: str, tmp_path: Path
+) -> None:
+    """The upstream stops after 5 answers: every later request is dropped (503 once the gateway's hold runs
+    out), the ones before were not; the report tells them apart."""
+    upstream = simulator("--itl-ms", "50")
+    gateway = start_gateway(upstream.url, redis_url, hold_timeout_s="0.2")
+    watcher = stop_after_answers(upstream, 5)
+    try:
+        result = loadtest(gateway.url, tmp_path, "--model", "test-model")
+    finally:
+        upstream.terminate()
+        watcher.join(timeout=70)
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = (tmp_path / "report" / "loadtest.md").read_text()
+    failed = re.search(r"\| no dropped requests \| FAIL \| (\d+) of (\d+) requests failed", report)
+    assert failed and 0 < int(failed[1]) < int(failed[2])
     assert "HTTP 503" in report
 
 
