@@ -30,6 +30,8 @@ class CacheArgs:
     vpc_id: pulumi.Input[str]
     subnet_ids: Sequence[pulumi.Input[str]]
     client_security_group_id: pulumi.Input[str]
+    # Refuse to delete the replication group (prod): it holds every key's rate-limit counters and the cache.
+    protect: bool = False
 
 
 class Cache(pulumi.ComponentResource):
@@ -97,7 +99,7 @@ class Cache(pulumi.ComponentResource):
             auth_token=self.auth_token,
             auth_token_update_strategy="ROTATE",
             snapshot_retention_limit=config.snapshot_retention_days,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
         self.primary_endpoint = group.primary_endpoint_address
         self.reader_endpoint = group.reader_endpoint_address

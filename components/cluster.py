@@ -76,6 +76,8 @@ class ClusterArgs:
     public_subnet_ids: Sequence[pulumi.Input[str]]
     private_subnet_ids: Sequence[pulumi.Input[str]]
     key_deletion_window_days: int = 30
+    # Refuse to delete the secrets key (prod): losing it makes every Kubernetes secret unreadable.
+    protect: bool = False
 
 
 class Cluster(pulumi.ComponentResource):
@@ -85,6 +87,11 @@ class Cluster(pulumi.ComponentResource):
     cluster_security_group_id: pulumi.Output[str]
     node_role_arn: pulumi.Output[str]
     provider: k8s.Provider
+    # Created once its nodes have joined (EKS reports a managed node group ACTIVE only then).
+    system_nodes: aws.eks.NodeGroup
+    # The system nodes and the Pod Identity agent: Helm releases wait for both, so their pods can schedule and get
+    # AWS credentials at start, and on destroy both outlive every release.
+    system_ready: list[pulumi.Resource]
 
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:components:Cluster", name, None, opts)
@@ -96,7 +103,7 @@ class Cluster(pulumi.ComponentResource):
             description=f"Envelope encryption of Kubernetes secrets in {args.cluster_name}",
             enable_key_rotation=True,
             deletion_window_in_days=args.key_deletion_window_days,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
         aws.kms.Alias(
             f"{name}-secrets",
@@ -153,7 +160,7 @@ class Cluster(pulumi.ComponentResource):
             value=args.cluster_name,
             opts=cluster_child,
         )
-        aws.eks.Addon(
+        pod_identity_agent = aws.eks.Addon(
             f"{name}-pod-identity-agent",
             cluster_name=self.cluster_name,
             addon_name="eks-pod-identity-agent",
@@ -182,7 +189,7 @@ class Cluster(pulumi.ComponentResource):
             metadata_options={"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 1},
             opts=child,
         )
-        aws.eks.NodeGroup(
+        self.system_nodes = aws.eks.NodeGroup(
             f"{name}-system",
             cluster_name=self.cluster_name,
             node_role_arn=node_role.arn,
@@ -204,6 +211,8 @@ class Cluster(pulumi.ComponentResource):
                 ignore_changes=["scalingConfig.desiredSize"],
             ),
         )
+
+        self.system_ready = [self.system_nodes, pod_identity_agent]
 
         self.provider = k8s.Provider(
             f"{name}-k8s",

@@ -11,6 +11,8 @@ POOL_LABEL_KEY = "llm-platform/pool"
 GPU_POOL = "gpu"
 CPU_POOL = "cpu"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
+# Every pool launches this CPU architecture, and the stack builds its images for it.
+NODE_ARCHITECTURE = "amd64"
 
 APP_NAME_LABEL = "app.kubernetes.io/name"
 VLLM_APP = "vllm"

@@ -45,6 +45,8 @@ def _allow(actions: list[str], resource: str | list[str] = "*", condition: dict 
     return statement
 
 
+# The controller's reference policy at the chart's appVersion (kubernetes-sigs/aws-load-balancer-controller
+# docs/install/iam_policy.json, recorded in components/upstream/): the tests require every action it grants.
 LOAD_BALANCER_CONTROLLER_POLICY: list[iam.Statement] = [
     _allow(
         ["iam:CreateServiceLinkedRole"],
@@ -67,7 +69,9 @@ LOAD_BALANCER_CONTROLLER_POLICY: list[iam.Statement] = [
     _allow(
         [
             "cognito-idp:DescribeUserPoolClient", "acm:ListCertificates", "acm:DescribeCertificate",
-            "iam:ListServerCertificates", "iam:GetServerCertificate", "wafv2:GetWebACL",
+            "iam:ListServerCertificates", "iam:GetServerCertificate", "waf-regional:GetWebACL",
+            "waf-regional:GetWebACLForResource", "waf-regional:AssociateWebACL", "waf-regional:DisassociateWebACL",
+            "wafv2:GetWebACL",
             "wafv2:GetWebACLForResource", "wafv2:AssociateWebACL", "wafv2:DisassociateWebACL",
             "shield:GetSubscriptionState", "shield:DescribeProtection", "shield:CreateProtection",
             "shield:DeleteProtection",
@@ -117,7 +121,7 @@ LOAD_BALANCER_CONTROLLER_POLICY: list[iam.Statement] = [
             f"{_ELB}:ModifyLoadBalancerAttributes", f"{_ELB}:SetIpAddressType", f"{_ELB}:SetSecurityGroups",
             f"{_ELB}:SetSubnets", f"{_ELB}:DeleteLoadBalancer", f"{_ELB}:ModifyTargetGroup",
             f"{_ELB}:ModifyTargetGroupAttributes", f"{_ELB}:DeleteTargetGroup",
-            f"{_ELB}:ModifyListenerAttributes", f"{_ELB}:ModifyCapacityReservation",
+            f"{_ELB}:ModifyListenerAttributes", f"{_ELB}:ModifyCapacityReservation", f"{_ELB}:ModifyIpPools",
         ],
         condition=_OWN_RESOURCE,
     ),
@@ -154,12 +158,17 @@ class EdgeArgs:
     vpc_id: pulumi.Input[str]
     controller_replicas: int
     kubernetes_provider: k8s.Provider
+    # The system node group and the Pod Identity agent: what its pods need to run and get AWS credentials.
+    system_ready: list[pulumi.Resource]
 
 
 class Edge(pulumi.ComponentResource):
     controller_role_arn: pulumi.Output[str]
     certificate_arn: pulumi.Output[str] | None
     web_acl_arn: pulumi.Output[str] | None
+    # Its webhooks (failurePolicy: Fail) reject Ingresses until it runs, and its finalizer deletes the ALB on
+    # destroy: every Ingress and LoadBalancer Service depends on it.
+    controller: k8s.helm.v3.Release
 
     def __init__(self, name: str, args: EdgeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:components:Edge", name, None, opts)
@@ -175,7 +184,7 @@ class Edge(pulumi.ComponentResource):
         )
         self.controller_role_arn = controller.role.arn
 
-        pinned_release(
+        self.controller = pinned_release(
             f"{name}-lb-controller",
             AWS_LOAD_BALANCER_CONTROLLER,
             LBC_NAMESPACE,
@@ -187,7 +196,11 @@ class Edge(pulumi.ComponentResource):
                 "serviceAccount": {"create": True, "name": LBC_SERVICE_ACCOUNT},
                 "enableServiceMutatorWebhook": False,
             },
-            pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider, depends_on=controller.grants),
+            pulumi.ResourceOptions(
+                parent=self, provider=args.kubernetes_provider, depends_on=[*controller.grants, *args.system_ready]
+            ),
+            # Two webhook-serving replicas pulled onto fresh system nodes.
+            timeout_s=600,
         )
 
         self.certificate_arn = None

@@ -25,10 +25,8 @@ from components.kube import (
     quantity_value,
     restricted_container_security,
 )
-from components.versions import GATEWAY_IMAGE_REPOSITORY, GATEWAY_IMAGE_TAG
 
 GATEWAY_NAME = "gateway"
-GATEWAY_IMAGE = f"{GATEWAY_IMAGE_REPOSITORY}:{GATEWAY_IMAGE_TAG}"
 KEYS_DIR = "/etc/gateway"
 KEYS_FILE = "keys.json"
 HEALTH_PATH = "/health"
@@ -44,8 +42,9 @@ class ApiKey(StrictModel):
 
 
 class GatewayConfig(StrictModel):
-    image: PinnedImage = Field(
-        default=GATEWAY_IMAGE, description="The image built from serving/Dockerfile, e.g. in your own ECR."
+    image: PinnedImage | None = Field(
+        default=None,
+        description="An existing image to run. Unset: the stack builds serving/Dockerfile and pushes it to its ECR.",
     )
     min_replicas: int = Field(default=1, ge=1, le=100)
     max_replicas: int = Field(default=2, ge=1, le=100)
@@ -108,6 +107,8 @@ def gateway_grace_period_s(config: GatewayConfig) -> int:
 @dataclass(frozen=True)
 class GatewayArgs:
     config: GatewayConfig
+    # The configured image, or the digest the stack just built and pushed.
+    image: pulumi.Input[str]
     namespace: pulumi.Input[str]
     namespace_name: str
     upstream_url: str
@@ -116,6 +117,10 @@ class GatewayArgs:
     redis_port: pulumi.Input[int]
     redis_auth_token: pulumi.Input[str]
     kubernetes_provider: k8s.Provider
+    # The CPU NodePool the pods schedule on.
+    capacity: list[pulumi.Resource]
+    # The AWS Load Balancer Controller release: its webhooks must admit the Ingress, its finalizer remove the ALB.
+    load_balancer_controller: pulumi.Resource
     domain: str | None = None
     certificate_arn: pulumi.Input[str] | None = None
     web_acl_arn: pulumi.Input[str] | None = None
@@ -181,7 +186,7 @@ class Gateway(pulumi.ComponentResource):
         })
         container = {
             "name": GATEWAY_NAME,
-            "image": config.image,
+            "image": args.image,
             "ports": [{"name": contracts.METRICS_PORT_NAME, "containerPort": contracts.GATEWAY_PORT}],
             "env": env,
             "resources": config.resources.as_kubernetes(),
@@ -211,7 +216,7 @@ class Gateway(pulumi.ComponentResource):
                     "spec": cpu_pod_spec(container, gateway_grace_period_s(config), volumes),
                 },
             }),
-            opts=autoscaled(on_cluster),
+            opts=autoscaled(pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=args.capacity))),
         )
         service = k8s.core.v1.Service(
             f"{name}-service",
@@ -247,7 +252,9 @@ class Gateway(pulumi.ComponentResource):
                     }]},
                 }],
             }),
-            opts=on_cluster,
+            opts=pulumi.ResourceOptions.merge(
+                on_cluster, pulumi.ResourceOptions(depends_on=[args.load_balancer_controller])
+            ),
         )
 
         self.in_cluster_url = (

@@ -19,7 +19,7 @@ from components.nvidia import gpu_pool_placement
 from components.observability import monitoring_object
 from components.versions import DCGM_EXPORTER
 
-DCGM_NAME = DCGM_EXPORTER.chart
+DCGM_NAME = DCGM_EXPORTER.name
 DCGM_NODE_LABEL = "Hostname"
 DCGM_PORT_NAME = "metrics"
 
@@ -54,6 +54,7 @@ class GpuMetrics(pulumi.ComponentResource):
     def __init__(self, name: str, args: GpuMetricsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:components:GpuMetrics", name, None, opts)
         on_cluster = pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider, depends_on=args.depends_on)
-        pinned_release(name, DCGM_EXPORTER, contracts.MONITORING_NAMESPACE, dcgm_values(), on_cluster)
+        # A DaemonSet: ready at once while the GPU pool is empty, an image pull per GPU node otherwise.
+        pinned_release(name, DCGM_EXPORTER, contracts.MONITORING_NAMESPACE, dcgm_values(), on_cluster, timeout_s=600)
         monitoring_object(f"{name}-monitor", "ServiceMonitor", DCGM_NAME, dcgm_monitor_spec(), on_cluster)
         self.register_outputs({})

@@ -26,6 +26,9 @@ INTERRUPTION_EVENTS: dict[str, dict[str, list[str]]] = {
     "spot-interruption": {"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]},
     "rebalance": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance Rebalance Recommendation"]},
     "state-change": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"]},
+    "capacity-reservation": {
+        "source": ["aws.ec2"], "detail-type": ["EC2 Capacity Reservation Instance Interruption Warning"]
+    },
 }
 # Karpenter acts within seconds; older messages describe nodes already gone.
 QUEUE_RETENTION_S = 300
@@ -34,9 +37,12 @@ QUEUE_RETENTION_S = 300
 def controller_policy(
     cluster_name: str, region: str, account_id: str, queue_arn: str, node_role_arn: str
 ) -> list[iam.Statement]:
-    """The controller's permissions, after the terraform-aws-eks karpenter module: EC2 create/tag/delete only
-    on resources tagged for this cluster and a node pool, PassRole only on the node role and only to EC2."""
+    """The controller's permissions: the reference policy of the pinned version (aws/karpenter-provider-aws
+    getting-started cloudformation.yaml, recorded in components/upstream/) statement by statement, with EC2
+    create/tag/delete only on resources tagged for this cluster and a node pool, and PassRole only on the node
+    role and only to EC2 (the reference also allows the China partition's EC2 principal)."""
     ec2 = f"arn:aws:ec2:{region}:*"
+    cluster_arn = f"arn:aws:eks:{region}:{account_id}:cluster/{cluster_name}"
     owned = f"aws:RequestTag/kubernetes.io/cluster/{cluster_name}"
     owned_resource = f"aws:ResourceTag/kubernetes.io/cluster/{cluster_name}"
     launched = [f"{ec2}:{kind}/*" for kind in (
@@ -69,6 +75,7 @@ def controller_policy(
                 f"{ec2}:security-group/*",
                 f"{ec2}:subnet/*",
                 f"{ec2}:capacity-reservation/*",
+                f"{ec2}:placement-group/*",
             ],
         },
         {
@@ -130,8 +137,10 @@ def controller_policy(
             "Effect": "Allow",
             "Action": [
                 "ec2:DescribeCapacityReservations", "ec2:DescribeImages", "ec2:DescribeInstances",
-                "ec2:DescribeInstanceTypeOfferings", "ec2:DescribeInstanceTypes", "ec2:DescribeLaunchTemplates",
-                "ec2:DescribeSecurityGroups", "ec2:DescribeSpotPriceHistory", "ec2:DescribeSubnets",
+                # Instance status feeds Karpenter's node health checks (repair of unhealthy nodes).
+                "ec2:DescribeInstanceStatus", "ec2:DescribeInstanceTypeOfferings", "ec2:DescribeInstanceTypes",
+                "ec2:DescribeLaunchTemplates", "ec2:DescribePlacementGroups", "ec2:DescribeSecurityGroups",
+                "ec2:DescribeSpotPriceHistory", "ec2:DescribeSubnets",
             ],
             "Resource": "*",
             "Condition": {"StringEquals": {"aws:RequestedRegion": region}},
@@ -199,7 +208,15 @@ def controller_policy(
             "Sid": "AllowAPIServerEndpointDiscovery",
             "Effect": "Allow",
             "Action": "eks:DescribeCluster",
-            "Resource": f"arn:aws:eks:{region}:{account_id}:cluster/{cluster_name}",
+            "Resource": cluster_arn,
+        },
+        {
+            # Karpenter avoids zones the cluster has been shifted away from (ARC zonal shift).
+            "Sid": "AllowZonalShiftStatusReadOnly",
+            "Effect": "Allow",
+            "Action": ["arc-zonal-shift:GetManagedResource"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"arc-zonal-shift:ResourceIdentifier": cluster_arn}},
         },
     ]
 
@@ -231,6 +248,8 @@ class KarpenterArgs:
     account_id: pulumi.Input[str]
     controller_replicas: int
     kubernetes_provider: k8s.Provider
+    # The system node group and the Pod Identity agent: what its pods need to run and get AWS credentials.
+    system_ready: list[pulumi.Resource]
 
 
 class Karpenter(pulumi.ComponentResource):
@@ -304,8 +323,11 @@ class Karpenter(pulumi.ComponentResource):
             self,
         )
 
-        on_cluster = pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider)
-        self.crds = pinned_release(f"{name}-crd", KARPENTER_CRD, KARPENTER_NAMESPACE, {}, on_cluster)
+        on_cluster = pulumi.ResourceOptions(
+            parent=self, provider=args.kubernetes_provider, depends_on=args.system_ready
+        )
+        # CRDs only: nothing to schedule, Helm's usual 300 s is plenty.
+        self.crds = pinned_release(f"{name}-crd", KARPENTER_CRD, KARPENTER_NAMESPACE, {}, on_cluster, timeout_s=300)
         self.controller = pinned_release(
             name,
             KARPENTER,
@@ -329,6 +351,8 @@ class Karpenter(pulumi.ComponentResource):
                     depends_on=[self.crds, *controller.grants, access_entry, *node_attachments, *targets]
                 ),
             ),
+            # The controller pods pull their image onto the system nodes and must pass their readiness probes.
+            timeout_s=600,
             # The karpenter-crd release owns the CRDs, so upgrades update them (Helm never upgrades crds/).
             skip_crds=True,
         )

@@ -20,7 +20,7 @@ from components.helm import pinned_release
 from components.versions import AWS_FOR_FLUENT_BIT
 
 LOG_NAMESPACE = "kube-system"
-FLUENT_BIT_SERVICE_ACCOUNT = AWS_FOR_FLUENT_BIT.chart
+FLUENT_BIT_SERVICE_ACCOUNT = AWS_FOR_FLUENT_BIT.name
 # CloudWatch Logs accepts only these retention periods (PutRetentionPolicy API).
 RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
                   3288, 3653)
@@ -64,6 +64,8 @@ class LogShippingArgs:
     region: str
     cluster_name: pulumi.Input[str]
     kubernetes_provider: k8s.Provider
+    # The system node group and the Pod Identity agent: Fluent Bit needs AWS credentials from its first start.
+    system_ready: list[pulumi.Resource]
 
 
 class LogShipping(pulumi.ComponentResource):
@@ -91,7 +93,10 @@ class LogShipping(pulumi.ComponentResource):
             AWS_FOR_FLUENT_BIT,
             LOG_NAMESPACE,
             fluent_bit_values(group.name, args.region),
-            pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider, depends_on=writer.grants),
+            pulumi.ResourceOptions(
+                parent=self, provider=args.kubernetes_provider, depends_on=[*writer.grants, *args.system_ready]
+            ),
+            timeout_s=600,
         )
         self.log_group_name = group.name
         self.register_outputs({"log_group_name": self.log_group_name})

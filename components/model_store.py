@@ -1,4 +1,5 @@
-"""The S3 bucket holding model weights, and the read-only role the serving pods assume to stream them."""
+"""The S3 bucket holding model weights, the DynamoDB registry of their versions (written by `llm-platform models`),
+and the read-only role the serving pods assume to stream the weights."""
 
 from dataclasses import dataclass
 
@@ -10,6 +11,9 @@ from components import iam
 from components.config_base import StrictModel
 
 S3_BUCKET_PATTERN = r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+# The registry's key: one item per (model name, version); the release CLI (infra/models) reads the same names.
+REGISTRY_PARTITION_KEY = "model"
+REGISTRY_SORT_KEY = "version"
 
 
 class ModelStoreConfig(StrictModel):
@@ -24,27 +28,31 @@ class ModelStoreConfig(StrictModel):
 class ModelStoreArgs:
     config: ModelStoreConfig
     bucket_name: str
+    # Prod: the bucket, its key and the registry table survive `pulumi destroy` and replaces (children inherit it).
+    protect: bool = False
 
 
 class ModelStore(pulumi.ComponentResource):
     bucket_name: pulumi.Output[str]
     bucket_arn: pulumi.Output[str]
     key_arn: pulumi.Output[str]
+    registry_table_name: pulumi.Output[str]
     reader_role_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: ModelStoreArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:components:ModelStore", name, None, opts)
         config = args.config
         child = pulumi.ResourceOptions(parent=self)
+        stateful = pulumi.ResourceOptions(parent=self, protect=args.protect)
 
         key = aws.kms.Key(
             f"{name}-weights",
             description=f"Encryption of model weights in s3://{args.bucket_name}",
             enable_key_rotation=True,
-            opts=child,
+            opts=stateful,
         )
         bucket = aws.s3.Bucket(
-            f"{name}-bucket", bucket=args.bucket_name, force_destroy=config.force_destroy, opts=child
+            f"{name}-bucket", bucket=args.bucket_name, force_destroy=config.force_destroy, opts=stateful
         )
         bucket_child = pulumi.ResourceOptions(parent=bucket)
         public_access_block = aws.s3.BucketPublicAccessBlock(
@@ -110,6 +118,8 @@ class ModelStore(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=bucket, depends_on=[public_access_block]),
         )
 
+        registry = self._registry_table(name, args, key)
+
         reader = aws.iam.Role(
             f"{name}-reader",
             description="Read-only access to model weights for serving pods (EKS Pod Identity)",
@@ -136,12 +146,31 @@ class ModelStore(pulumi.ComponentResource):
         self.bucket_name = bucket.bucket
         self.bucket_arn = bucket.arn
         self.key_arn = key.arn
+        self.registry_table_name = registry.name
         self.reader_role_arn = reader.arn
         self.register_outputs(
             {
                 "bucket_name": self.bucket_name,
                 "bucket_arn": self.bucket_arn,
                 "key_arn": self.key_arn,
+                "registry_table_name": self.registry_table_name,
                 "reader_role_arn": self.reader_role_arn,
             }
+        )
+
+    def _registry_table(self, name: str, args: ModelStoreArgs, key: aws.kms.Key) -> aws.dynamodb.Table:
+        """Which model versions exist and which one each stack serves; a handful of writes per release."""
+        return aws.dynamodb.Table(
+            f"{name}-registry",
+            billing_mode="PAY_PER_REQUEST",
+            hash_key=REGISTRY_PARTITION_KEY,
+            range_key=REGISTRY_SORT_KEY,
+            attributes=[
+                {"name": REGISTRY_PARTITION_KEY, "type": "S"},
+                {"name": REGISTRY_SORT_KEY, "type": "S"},
+            ],
+            server_side_encryption={"enabled": True, "kms_key_arn": key.arn},
+            point_in_time_recovery={"enabled": True},
+            deletion_protection_enabled=args.protect,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )

@@ -11,13 +11,17 @@ from pydantic import Field, model_validator
 
 from components import contracts
 from components.config_base import InstanceType, StrictModel
-from components.versions import GPU_AMI_ALIAS_DEV, GPU_AMI_ALIAS_PROD
+from components.versions import CPU_AMI_ALIAS_DEV, GPU_AMI_ALIAS_DEV
 
 KARPENTER_API = "karpenter.sh/v1"
 NODE_CLASS_API = "karpenter.k8s.aws/v1"
 NODE_CLASS_GROUP = NODE_CLASS_API.split("/")[0]
 DISCOVERY_TAG = "karpenter.sh/discovery"
-CPU_AMI_ALIAS = "al2023@latest"
+# Tag keys Karpenter sets itself; the EC2NodeClass CRD refuses them in spec.tags.
+KARPENTER_RESERVED_TAGS = (
+    "eks:eks-cluster-name", "kubernetes.io/cluster", "karpenter.sh/nodepool", "karpenter.sh/nodeclaim",
+    "karpenter.k8s.aws/ec2nodeclass",
+)
 # Bottlerocket keeps its OS on a small volume and images on the second one; AL2023 has one root volume.
 BOTTLEROCKET_OS_VOLUME = {"deviceName": "/dev/xvda", "ebs": {"volumeSize": "4Gi", "volumeType": "gp3",
                                                               "encrypted": True, "deleteOnTermination": True}}
@@ -28,7 +32,8 @@ ConsolidationPolicy = Literal["WhenEmpty", "WhenEmptyOrUnderutilized"]
 GPU_INSTANCE_FAMILIES = (
     "g4dn", "g5", "g6", "g6e", "g6f", "gr6", "gr6f", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200",
 )
-AMI_ALIAS_PATTERN = r"^(al2023|bottlerocket)@(latest|v\d[\w.-]*)$"
+# AL2023 releases are awslabs/amazon-eks-ami tags vYYYYMMDD; Bottlerocket's are semantic versions.
+AMI_ALIAS_PATTERN = r"^(al2023@(latest|v20\d{6})|bottlerocket@(latest|v\d+\.\d+\.\d+))$"
 DURATION_PATTERN = r"^([0-9]+(s|m|h))+$"
 # A GPU node that is consolidated sooner can be killed while it still pulls an 8-10 GB image
 # (karpenter-provider-aws#7414).
@@ -57,6 +62,8 @@ class PoolConfig(StrictModel):
     root_volume_gib: int = Field(default=50, ge=20, le=16384)
     root_volume_iops: int = Field(default=3000, ge=3000, le=16000)
     root_volume_throughput_mibps: int = Field(default=125, ge=125, le=1000)
+    ami_alias: str = Field(default=CPU_AMI_ALIAS_DEV, pattern=AMI_ALIAS_PATTERN)
+    require_pinned_ami: bool = False
 
     @model_validator(mode="after")
     def capacity_chosen(self) -> Self:
@@ -64,7 +71,16 @@ class PoolConfig(StrictModel):
             raise ValueError("set instanceFamilies (like g6) or instanceTypes (like g6.xlarge)")
         if len(set(self.capacity_types)) != len(self.capacity_types):
             raise ValueError(f"capacityTypes {self.capacity_types} lists a type twice; allowed: spot, on-demand")
+        if self.require_pinned_ami and self.ami_alias.endswith("@latest"):
+            raise ValueError(
+                f"amiAlias {self.ami_alias} follows the latest release but requirePinnedAmi is set (prod pins its "
+                "AMIs): name an awslabs/amazon-eks-ami release, like al2023@v20260714"
+            )
         return self
+
+    @property
+    def ami_family(self) -> str:
+        return self.ami_alias.split("@")[0]
 
     @property
     def families(self) -> list[str]:
@@ -81,7 +97,6 @@ class GpuPoolConfig(PoolConfig):
     root_volume_iops: int = Field(default=6000, ge=3000, le=16000)
     root_volume_throughput_mibps: int = Field(default=750, ge=125, le=1000)
     ami_alias: str = Field(default=GPU_AMI_ALIAS_DEV, pattern=AMI_ALIAS_PATTERN)
-    require_pinned_ami: bool = False
 
     @model_validator(mode="after")
     def gpu_capacity(self) -> Self:
@@ -90,21 +105,12 @@ class GpuPoolConfig(PoolConfig):
                 raise ValueError(
                     f"instance family {family!r} has no NVIDIA GPU; allowed: {', '.join(GPU_INSTANCE_FAMILIES)}"
                 )
-        if self.require_pinned_ami and self.ami_alias.endswith("@latest"):
-            raise ValueError(
-                f"amiAlias {self.ami_alias} follows the latest release but requirePinnedAmi is set (prod must pin "
-                f"an AMI version), e.g. {GPU_AMI_ALIAS_PROD}"
-            )
         if duration_seconds(self.consolidate_after) < MIN_GPU_CONSOLIDATE_AFTER_S:
             raise ValueError(
                 f"consolidateAfter {self.consolidate_after} is under 15m: Karpenter could remove a GPU node while "
                 "it still pulls the vLLM image"
             )
         return self
-
-    @property
-    def ami_family(self) -> str:
-        return self.ami_alias.split("@")[0]
 
     @property
     def needs_device_plugin(self) -> bool:
@@ -133,25 +139,16 @@ class NodeClassSpec:
         return self.ami_alias.split("@")[0]
 
 
-def gpu_node_class_spec(pool: GpuPoolConfig) -> NodeClassSpec:
+def node_class_spec(name: str, pool: PoolConfig, tags: dict[str, str]) -> NodeClassSpec:
+    """The node class of pool `name`. Its instances, volumes and launch templates carry the stack's cost tags
+    (Karpenter launches them itself, so the AWS provider's default tags never reach them) and the pool name."""
     return NodeClassSpec(
-        name=contracts.GPU_POOL,
+        name=name,
         ami_alias=pool.ami_alias,
         volume_gib=pool.root_volume_gib,
         volume_iops=pool.root_volume_iops,
         volume_throughput_mibps=pool.root_volume_throughput_mibps,
-        tags={"llm-platform/pool": contracts.GPU_POOL},
-    )
-
-
-def cpu_node_class_spec(pool: CpuPoolConfig) -> NodeClassSpec:
-    return NodeClassSpec(
-        name=contracts.CPU_POOL,
-        ami_alias=CPU_AMI_ALIAS,
-        volume_gib=pool.root_volume_gib,
-        volume_iops=pool.root_volume_iops,
-        volume_throughput_mibps=pool.root_volume_throughput_mibps,
-        tags={"llm-platform/pool": contracts.CPU_POOL},
+        tags={**tags, contracts.POOL_LABEL_KEY: name},
     )
 
 
@@ -206,7 +203,7 @@ def pool_requirements(pool: PoolConfig, gpu: bool) -> list[dict[str, Any]]:
     requirements = [
         shape,
         {"key": "karpenter.sh/capacity-type", "operator": "In", "values": list(pool.capacity_types)},
-        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+        {"key": "kubernetes.io/arch", "operator": "In", "values": [contracts.NODE_ARCHITECTURE]},
         {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
     ]
     if gpu:
@@ -271,11 +268,17 @@ class NodePoolsArgs:
     cluster_name: pulumi.Input[str]
     node_role_name: pulumi.Input[str]
     kubernetes_provider: k8s.Provider
+    # The stack's cost-allocation tags, put on every instance Karpenter launches.
+    tags: dict[str, str] = field(default_factory=dict)
     # The Karpenter CRD release and the controller: the objects need the CRDs and a controller to act on them.
     depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
 class NodePools(pulumi.ComponentResource):
+    # Workloads depend on the pool they schedule on, so they start after it and go before it on destroy.
+    gpu_pool: k8s.apiextensions.CustomResource
+    cpu_pool: k8s.apiextensions.CustomResource
+
     def __init__(self, name: str, args: NodePoolsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:components:NodePools", name, None, opts)
         on_cluster = pulumi.ResourceOptions(
@@ -294,9 +297,12 @@ class NodePools(pulumi.ComponentResource):
 
         node_classes = [
             declare(ec2_node_class(spec, args.cluster_name, args.node_role_name), on_cluster)
-            for spec in (gpu_node_class_spec(args.gpu_pool), cpu_node_class_spec(args.cpu_pool))
+            for spec in (
+                node_class_spec(contracts.GPU_POOL, args.gpu_pool, args.tags),
+                node_class_spec(contracts.CPU_POOL, args.cpu_pool, args.tags),
+            )
         ]
         with_classes = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=node_classes))
-        for manifest in (gpu_node_pool(args.gpu_pool), cpu_node_pool(args.cpu_pool)):
-            declare(manifest, with_classes)
+        self.gpu_pool = declare(gpu_node_pool(args.gpu_pool), with_classes)
+        self.cpu_pool = declare(cpu_node_pool(args.cpu_pool), with_classes)
         self.register_outputs({})

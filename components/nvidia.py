@@ -46,16 +46,22 @@ def device_plugin_values() -> dict[str, object]:
 @dataclass(frozen=True)
 class NvidiaArgs:
     kubernetes_provider: k8s.Provider
+    # The system node group and the Pod Identity agent: what its pods need to run and get AWS credentials.
+    system_ready: list[pulumi.Resource]
 
 
 class NvidiaDevicePlugin(pulumi.ComponentResource):
+    release: k8s.helm.v3.Release
+
     def __init__(self, name: str, args: NvidiaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:components:NvidiaDevicePlugin", name, None, opts)
-        pinned_release(
+        self.release = pinned_release(
             name,
             NVIDIA_DEVICE_PLUGIN,
             DEVICE_PLUGIN_NAMESPACE,
             device_plugin_values(),
-            pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider),
+            pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider, depends_on=args.system_ready),
+            # A DaemonSet on GPU nodes only: none exist at install, so it is ready at once; upgrades roll per node.
+            timeout_s=300,
         )
         self.register_outputs({})

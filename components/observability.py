@@ -21,7 +21,7 @@ from components.versions import KUBE_PROMETHEUS_STACK
 
 NAMESPACE = contracts.MONITORING_NAMESPACE
 # The chart names its objects after the release when the release name contains the chart name.
-RELEASE_NAME = KUBE_PROMETHEUS_STACK.chart
+RELEASE_NAME = KUBE_PROMETHEUS_STACK.name
 PROMETHEUS_URL = f"http://{RELEASE_NAME}-prometheus.{NAMESPACE}.svc.cluster.local:9090"
 GRAFANA_SERVICE = f"{RELEASE_NAME}-grafana"
 GRAFANA_ADMIN_SECRET = "grafana-admin"
@@ -321,6 +321,8 @@ class ObservabilityArgs:
     config: ObservabilityConfig
     monthly_budget_usd: float
     kubernetes_provider: k8s.Provider
+    # The system node group and the Pod Identity agent: what its pods need to run and get AWS credentials.
+    system_ready: list[pulumi.Resource]
     alerting: AlertingConfig
     # Reads the alert-routing secret from Secrets Manager.
     aws_provider: pulumi.ProviderResource
@@ -360,8 +362,14 @@ class Observability(pulumi.ComponentResource):
             NAMESPACE,
             with_alerting(stack_values(args.config), args.alerting),
             pulumi.ResourceOptions.merge(
-                in_namespace, pulumi.ResourceOptions(depends_on=[admin_secret, *([routing] if routing else [])])
+                in_namespace,
+                pulumi.ResourceOptions(
+                    depends_on=[admin_secret, *args.system_ready, *([routing] if routing else [])]
+                ),
             ),
+            # Operator (with its admission-webhook certificate jobs), Prometheus, Alertmanager, Grafana,
+            # kube-state-metrics and node exporters: a dozen images on nodes that just joined.
+            timeout_s=900,
         )
         after_crds = pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[self.release]))
 

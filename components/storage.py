@@ -38,6 +38,8 @@ def storage_class_spec() -> dict[str, Any]:
 class BlockStorageArgs:
     cluster_name: pulumi.Input[str]
     kubernetes_provider: k8s.Provider
+    # The system node group and the Pod Identity agent: the driver's controller needs credentials when it starts.
+    system_ready: list[pulumi.Resource]
 
 
 class BlockStorage(pulumi.ComponentResource):
@@ -63,7 +65,7 @@ class BlockStorage(pulumi.ComponentResource):
             addon_name=EBS_CSI_ADDON,
             pod_identity_associations=[{"role_arn": role.arn, "service_account": EBS_CSI_SERVICE_ACCOUNT}],
             resolve_conflicts_on_update="OVERWRITE",
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment, *args.system_ready]),
         )
         spec = storage_class_spec()
         self.storage_class = k8s.storage.v1.StorageClass(

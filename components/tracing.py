@@ -18,7 +18,7 @@ from components.config_base import StrictModel
 from components.helm import pinned_release
 from components.versions import OPENTELEMETRY_COLLECTOR, OTEL_COLLECTOR_IMAGE_REPOSITORY
 
-COLLECTOR_NAME = OPENTELEMETRY_COLLECTOR.chart
+COLLECTOR_NAME = OPENTELEMETRY_COLLECTOR.name
 OTLP_HTTP_PORT = 4318
 COLLECTOR_URL = f"http://{COLLECTOR_NAME}.{contracts.MONITORING_NAMESPACE}.svc.cluster.local:{OTLP_HTTP_PORT}"
 
@@ -81,7 +81,7 @@ class TracingArgs:
     region: str
     cluster_name: pulumi.Input[str]
     kubernetes_provider: k8s.Provider
-    # The metrics stack's release: it creates the monitoring namespace.
+    # The metrics stack's release: it creates the monitoring namespace (and waits for the Pod Identity agent).
     depends_on: list[pulumi.Resource]
 
 
@@ -105,5 +105,6 @@ class Tracing(pulumi.ComponentResource):
             pulumi.ResourceOptions(
                 parent=self, provider=args.kubernetes_provider, depends_on=[*writer.grants, *args.depends_on]
             ),
+            timeout_s=600,
         )
         self.register_outputs({"collector_url": COLLECTOR_URL})

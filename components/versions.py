@@ -1,6 +1,8 @@
 """Every external version the platform deploys, pinned in one place.
 
-Bump a version here and nowhere else; the tests assert that workloads and charts read from this module.
+Bump a version here and nowhere else, then run `python scripts/refresh-upstream.py` and the tests: the facts it
+records in components/upstream/ (chart coordinates, IAM reference policies, AMI releases, vLLM's flags) are what
+the tests hold the program to.
 """
 
 from dataclasses import dataclass
@@ -8,9 +10,18 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class HelmChart:
+    """A chart as pulumi-kubernetes pulls it: an OCI chart is `chart="oci://registry/path/name"` with no
+    repository (the provider treats a chart as OCI only when `chart` itself starts with `oci://`,
+    pulumi/pulumi-kubernetes#2158); an index chart is its name plus the repository URL serving index.yaml."""
+
     chart: str
     version: str
-    repository: str
+    repository: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The chart's own name (the last segment of an OCI reference), also used as the release name."""
+        return self.chart.rsplit("/", 1)[-1]
 
 
 KUBERNETES_VERSION = "1.34"
@@ -24,16 +35,8 @@ AWS_LOAD_BALANCER_CONTROLLER = HelmChart(
     repository="https://aws.github.io/eks-charts",
 )
 
-KARPENTER = HelmChart(
-    chart="karpenter",
-    version="1.14.1",
-    repository="oci://public.ecr.aws/karpenter",
-)
-KARPENTER_CRD = HelmChart(
-    chart="karpenter-crd",
-    version=KARPENTER.version,
-    repository=KARPENTER.repository,
-)
+KARPENTER = HelmChart(chart="oci://public.ecr.aws/karpenter/karpenter", version="1.14.1")
+KARPENTER_CRD = HelmChart(chart="oci://public.ecr.aws/karpenter/karpenter-crd", version=KARPENTER.version)
 KEDA = HelmChart(chart="keda", version="2.20.2", repository="https://kedacore.github.io/charts")
 KUBE_PROMETHEUS_STACK = HelmChart(
     chart="kube-prometheus-stack",
@@ -68,11 +71,14 @@ OPENTELEMETRY_COLLECTOR = HelmChart(
 # The contrib distribution: it has the awsxray exporter; the chart requires image.repository to be set.
 OTEL_COLLECTOR_IMAGE_REPOSITORY = "otel/opentelemetry-collector-contrib"
 
-# Karpenter GPU nodes: dev follows the latest AL2023 release; prod pins one so nodes never change under it.
+# Karpenter nodes: dev follows the latest AL2023 release; prod pins an awslabs/amazon-eks-ami release (a tag
+# vYYYYMMDD listing AMIs for KUBERNETES_VERSION) so its nodes never change under it.
 GPU_AMI_ALIAS_DEV = "al2023@latest"
-GPU_AMI_ALIAS_PROD = "al2023@v20251117"
+CPU_AMI_ALIAS_DEV = "al2023@latest"
+GPU_AMI_ALIAS_PROD = "al2023@v20260714"
+CPU_AMI_ALIAS_PROD = "al2023@v20260714"
 
-VLLM_IMAGE = "vllm/vllm-openai:v0.33.0"
-# The gateway image is built from serving/Dockerfile and pushed by the release process; tag = project version.
-GATEWAY_IMAGE_REPOSITORY = "ghcr.io/llm-platform/gateway"
-GATEWAY_IMAGE_TAG = "0.1.0"
+VLLM_VERSION = "0.33.0"
+VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"
+# The gateway image is not pinned here: each stack builds serving/Dockerfile and runs the digest it pushed
+# (components/images.py), unless serving.gateway.image names an existing one.

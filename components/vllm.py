@@ -16,6 +16,10 @@ from components.kube import Quantity, Resources, as_manifest, autoscaled
 from components.versions import VLLM_IMAGE
 
 VLLM_NAME = "vllm"
+DEFAULT_HF_MODEL = "Qwen/Qwen2.5-7B-Instruct"
+# KEDA scales the target to this many replicas and stops autoscaling while the annotation is there (KEDA docs,
+# concepts/scaling-deployments, "Pause autoscaling"); removing it resumes.
+PAUSED_REPLICAS_ANNOTATION = "autoscaling.keda.sh/paused-replicas"
 SHM_PATH = "/dev/shm"
 # Slack on top of preStop + vLLM's drain, for the process to exit after draining.
 EXIT_MARGIN_S = 10
@@ -26,8 +30,10 @@ NODE_AND_IMAGE_WINDOW_S = 15 * 60
 GATEWAY_PENDING_METRIC = "gateway_pending_requests"
 # dcgm-exporter's GPU busy percentage (components/gpu_metrics.py), mapped to the pod that holds the GPU.
 GPU_UTILIZATION_METRIC = "DCGM_FI_DEV_GPU_UTIL"
-# Quantization methods vLLM 0.33 accepts for `--quantization` that fit a single L4/A10G-class GPU.
-Quantization = Literal["awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "compressed-tensors", "bitsandbytes"]
+# Quantization methods for `--quantization` that fit a single L4/A10G-class GPU; the tests hold them to the
+# pinned vLLM's QUANTIZATION_METHODS (components/upstream/vllm.json). vLLM 0.33 has no bitsandbytes method: the
+# engine would refuse it at start-up (get_quantization_config), after the node and image pull were paid for.
+Quantization = Literal["awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "compressed-tensors"]
 
 
 def _generation_config(value: str) -> str:
@@ -38,10 +44,11 @@ def _generation_config(value: str) -> str:
 
 class VllmConfig(StrictModel):
     model_source: Literal["huggingface", "s3"] = "huggingface"
-    model: str = Field(
-        default="Qwen/Qwen2.5-7B-Instruct",
+    model: str | None = Field(
+        default=None,
         min_length=1,
-        description="Hugging Face id, or with modelSource s3 the prefix under the model bucket (safetensors).",
+        description="Hugging Face id (default: seed 000's model), or with modelSource s3 the prefix of a published "
+        "version in the model bucket, models/<name>/<version>/; unset with s3 until the first version is published.",
     )
     served_model_name: str | None = Field(default=None, description="Name clients send; default: model.")
     max_model_len: int = Field(default=4096, ge=256, le=1_048_576)
@@ -62,16 +69,38 @@ class VllmConfig(StrictModel):
     runai_streamer_concurrency: int = Field(default=16, ge=1, le=256)
     shm_size: Quantity = "8Gi"
 
+    @model_validator(mode="before")
+    @classmethod
+    def hugging_face_default(cls, data: Any) -> Any:
+        """From the Hub the model defaults to seed 000's; from the bucket there is no default, only what was
+        published there."""
+        if isinstance(data, dict) and data.get("model") is None:
+            source = data.get("modelSource", data.get("model_source", "huggingface"))
+            if source == "huggingface":
+                return {**data, "model": DEFAULT_HF_MODEL}
+        return data
+
+    @property
+    def published(self) -> bool:
+        """Whether there is a model to serve. A stack serving from its own bucket has none on its first deploy:
+        the bucket is created by that same `pulumi up`."""
+        return self.model is not None
+
     @property
     def name_for_clients(self) -> str:
-        return self.served_model_name or self.model
+        return self.served_model_name or self.model or ""
 
     @model_validator(mode="after")
     def consistent(self) -> Self:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"minReplicas {self.min_replicas} is above maxReplicas {self.max_replicas}")
-        if self.model_source == "s3" and (self.model.startswith("s3://") or self.model.startswith("/")):
+        if self.model_source == "s3" and self.model and self.model.startswith(("s3://", "/")):
             raise ValueError("with modelSource s3, model is a prefix inside the model bucket, like models/qwen2.5-7b/")
+        if not self.name_for_clients:
+            raise ValueError(
+                "modelSource s3 without a published model: set servedModelName, the name clients will send (model "
+                "is set when a version is published to the bucket)"
+            )
         return self
 
 
@@ -107,13 +136,16 @@ class ScalingConfig(StrictModel):
 
 
 def model_uri(config: VllmConfig, bucket: str) -> str:
+    """What vLLM loads. Before a first version is published that is the bucket itself, which no pod ever reads:
+    the Deployment then has no replicas and its autoscaler is paused."""
     if config.model_source == "s3":
-        return f"s3://{bucket}/{config.model.strip('/')}/"
-    return config.model
+        return f"s3://{bucket}/{config.model.strip('/')}/" if config.model else f"s3://{bucket}/"
+    return config.model or DEFAULT_HF_MODEL
 
 
 def vllm_arguments(config: VllmConfig, model: str) -> list[str]:
-    """`vllm serve` arguments (the image's entrypoint), exact flag names of vLLM 0.33."""
+    """`vllm serve` arguments (the image's entrypoint): exact, current flag names of the pinned vLLM, which the
+    tests check against its recorded parser (components/upstream/vllm.json)."""
     args = [
         model,
         "--host", "0.0.0.0",
@@ -123,7 +155,7 @@ def vllm_arguments(config: VllmConfig, model: str) -> list[str]:
         "--max-num-seqs", str(config.max_num_seqs),
         "--gpu-memory-utilization", str(config.gpu_memory_utilization),
         "--tensor-parallel-size", str(config.gpus_per_pod),
-        "--enable-prefix-caching" if config.enable_prefix_caching else "--no-enable-prefix-caching",
+        "--enable-prefix-caching" if config.enable_prefix_caching else "--disable-prefix-caching",
         "--generation-config", config.generation_config,
         "--shutdown-timeout", str(config.shutdown_timeout_s),
     ]
@@ -215,6 +247,8 @@ class VllmArgs:
     prometheus_url: str
     kubernetes_provider: k8s.Provider
     crd_providers: list[pulumi.Resource] = field(default_factory=list)
+    # The GPU NodePool (and device plugin): pods start only once Karpenter can give them a GPU node.
+    capacity: list[pulumi.Resource] = field(default_factory=list)
 
 
 class VllmServer(pulumi.ComponentResource):
@@ -262,7 +296,8 @@ class VllmServer(pulumi.ComponentResource):
             f"{name}-deployment",
             metadata=metadata,
             spec=as_manifest({
-                "replicas": config.min_replicas,
+                # Nothing to serve yet (first deploy of a stack serving from its own, still empty, bucket): no pods.
+                "replicas": config.min_replicas if config.published else 0,
                 "selector": {"matchLabels": labels},
                 # A new pod must be ready before an old one stops: no capacity dip during a model rollout.
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
@@ -282,7 +317,7 @@ class VllmServer(pulumi.ComponentResource):
                 pulumi.ResourceOptions.merge(
                     on_cluster,
                     pulumi.ResourceOptions(
-                        depends_on=[account],
+                        depends_on=[account, *args.capacity],
                         custom_timeouts=pulumi.CustomTimeouts(create=rollout_timeout, update=rollout_timeout),
                     ),
                 )
@@ -344,6 +379,8 @@ class VllmServer(pulumi.ComponentResource):
                 "name": VLLM_NAME,
                 "namespace": args.namespace,
                 "labels": {contracts.APP_NAME_LABEL: contracts.VLLM_APP},
+                # Without a model, neither minReplicaCount nor held requests may start a pod that cannot load one.
+                "annotations": {} if config.published else {PAUSED_REPLICAS_ANNOTATION: "0"},
             },
             spec=spec,
             opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=args.crd_providers)),

@@ -13,6 +13,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from infra.loadtest.command import loadtest
+from infra.models.cli import app as models_app
 from infra.offline import SECRET_MASK, Graph, GraphResource, preview_stack
 from infra.render import kubernetes_objects, write_manifests
 from stacks.loader import ConfigError
@@ -21,6 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.command()(loadtest)
 console = Console(emoji=False, highlight=False)
 errors = Console(stderr=True, emoji=False, highlight=False)
+app.add_typer(models_app, name="models", help="Publish model versions to the model bucket; promote and roll back.")
 
 
 @app.callback()

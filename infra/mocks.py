@@ -65,6 +65,8 @@ class PlatformMocks(pulumi.runtime.Mocks):
             "random:index/randomString:RandomString": lambda name, inputs: {
                 "result": _digest("string", name, length=int(inputs["length"]))
             },
+            "aws:ecr/repository:Repository": self._ecr_repository,
+            "docker-build:index:Image": self._built_image,
         }
         self._invokes: dict[str, Callable[[dict[str, Any]], Outputs]] = {
             "aws:index/getAvailabilityZones:getAvailabilityZones": self._availability_zones,
@@ -77,6 +79,7 @@ class PlatformMocks(pulumi.runtime.Mocks):
             "aws:index/getRegion:getRegion": lambda args: {"name": self.region, "region": self.region},
             "aws:index/getPartition:getPartition": lambda args: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
             "aws:secretsmanager/getSecretVersion:getSecretVersion": self._secret_version,
+            "aws:ecr/getAuthorizationToken:getAuthorizationToken": self._ecr_token,
         }
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, Outputs]:
@@ -203,6 +206,34 @@ class PlatformMocks(pulumi.runtime.Mocks):
             "arn": f"arn:aws:sqs:{self.region}:{ACCOUNT_ID}:{name}",
             "url": f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT_ID}/{name}",
         }
+
+    def _registry(self) -> str:
+        return f"{ACCOUNT_ID}.dkr.ecr.{self.region}.amazonaws.com"
+
+    def _ecr_repository(self, name: str, inputs: Outputs) -> Outputs:
+        return {
+            "arn": f"arn:aws:ecr:{self.region}:{ACCOUNT_ID}:repository/{name}",
+            "registryId": ACCOUNT_ID,
+            "repositoryUrl": f"{self._registry()}/{name}",
+        }
+
+    def _ecr_token(self, args: dict[str, Any]) -> Outputs:
+        """Docker login for the account's registry: user AWS and a 12-hour token, as ECR hands them out."""
+        return {
+            "id": self.region,
+            "userName": "AWS",
+            "password": f"offline-{_digest('ecr-token', length=32)}",
+            "authorizationToken": f"QVdTOm9mZmxpbmUt{_digest('ecr-auth', length=32)}",
+            "proxyEndpoint": f"https://{self._registry()}",
+            "expiresAt": "2026-12-01T00:00:00Z",
+            "registryId": args.get("registryId", ACCOUNT_ID),
+        }
+
+    def _built_image(self, name: str, inputs: Outputs) -> Outputs:
+        """What BuildKit reports after pushing: the manifest digest, and the first tag pinned to it."""
+        tags = inputs.get("tags") or []
+        digest = f"sha256:{hashlib.sha256(json.dumps([*tags, name]).encode()).hexdigest()}"
+        return {"digest": digest, "ref": f"{tags[0]}@{digest}" if tags else "", "contextHash": _digest("ctx", name)}
 
     def _alb_ingress(self, name: str, inputs: Outputs) -> Outputs:
         """The status the AWS Load Balancer Controller writes once it has provisioned the ALB."""

@@ -36,6 +36,50 @@ class GraphResource:
     ignore_changes: tuple[str, ...] = ()
     # How long the engine waits for a create/update/delete, where the program sets it (e.g. "1800s").
     custom_timeouts: dict[str, str] = field(default_factory=dict)
+    # Every URN the engine waits for before creating this resource (and deletes only after it): the explicit
+    # `depends_on` (components expanded to their children) and the owners of every Output among the inputs.
+    dependencies: tuple[str, ...] = ()
+    # Input property -> the URNs its value came from.
+    property_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    protect: bool = False
+    delete_before_replace: bool = False
+    retain_on_delete: bool = False
+    # "<provider URN>::<provider id>" of an explicit provider; None for the default provider and components.
+    provider: str | None = None
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        """The explicit `depends_on`, as near as the request shows it. The SDK sends one merged `dependencies` list;
+        an explicit dependency that is also an input's source is indistinguishable from the implicit one, so this is
+        `dependencies` minus every URN some input came from: never a URN the program did not list, but it may miss
+        one it listed that an input also names."""
+        implicit = {urn for urns in self.property_dependencies.values() for urn in urns}
+        return tuple(urn for urn in self.dependencies if urn not in implicit)
+
+    def options(self) -> dict[str, Any]:
+        """The resource options the engine received, as in `preview --json`."""
+        return {
+            "dependsOn": list(self.depends_on),
+            "protect": self.protect,
+            "ignoreChanges": list(self.ignore_changes),
+            "customTimeouts": dict(self.custom_timeouts),
+            "deleteBeforeReplace": self.delete_before_replace,
+            "retainOnDelete": self.retain_on_delete,
+            "provider": self.provider,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "urn": self.urn,
+            "type": self.type,
+            "name": self.name,
+            "parent": self.parent,
+            "custom": self.custom,
+            "inputs": self.inputs,
+            "dependencies": list(self.dependencies),
+            "propertyDependencies": {prop: list(urns) for prop, urns in self.property_dependencies.items()},
+            "options": self.options(),
+        }
 
 
 @dataclass
@@ -65,10 +109,7 @@ class Graph:
         return {
             "project": self.project,
             "stack": self.stack,
-            "resources": [
-                {"urn": r.urn, "type": r.type, "name": r.name, "parent": r.parent, "inputs": r.inputs}
-                for r in self.resources
-            ],
+            "resources": [resource.to_json() for resource in self.resources],
             "outputs": {
                 name: SECRET_MASK if name in self.secret_outputs and not reveal_secrets else value
                 for name, value in self.outputs.items()
@@ -78,7 +119,7 @@ class Graph:
 
 def plain(value: Any) -> Any:
     """An engine value as JSON data: secrets masked, unknowns null, whole floats as ints (the engine sends
-    every number as a float), resource references as their URN."""
+    every number as a float), resource references as their URN, a string asset (a Helm values file) as its text."""
     if rpc.is_rpc_secret(value):
         return SECRET_MASK
     if isinstance(value, dict):
@@ -87,6 +128,8 @@ def plain(value: Any) -> Any:
         return [plain(item) for item in value]
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, pulumi.StringAsset):
+        return {"text": value.text}
     if isinstance(value, pulumi.Resource):
         return _sync_await(value.urn.future())
     if isinstance(value, str | int | float | bool) or value is None:
@@ -95,7 +138,8 @@ def plain(value: Any) -> Any:
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
-    """The mock monitor, plus a record of every registration: parent and inputs as the engine sees them."""
+    """The mock monitor, plus a record of every registration: parent, inputs, dependencies and options as the
+    engine sees them."""
 
     def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
         super().__init__(mocks)
@@ -118,6 +162,16 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                         for operation in ("create", "update", "delete")
                         if getattr(request.customTimeouts, operation)
                     },
+                    dependencies=tuple(sorted(set(request.dependencies))),
+                    property_dependencies={
+                        prop: tuple(sorted(set(deps.urns)))
+                        for prop, deps in sorted(request.propertyDependencies.items())
+                        if deps.urns
+                    },
+                    protect=request.protect,
+                    delete_before_replace=request.deleteBeforeReplace,
+                    retain_on_delete=request.retainOnDelete,
+                    provider=request.provider or None,
                 )
             )
         return response

@@ -29,12 +29,16 @@ class AddonsOutputs:
     prometheus_url: str
     # Releases that install CRDs (Karpenter, KEDA, prometheus-operator): custom resources depend on them.
     crd_providers: list[pulumi.Resource] = field(default_factory=list)
+    # What must exist before pods can be scheduled on each pool (its NodePool; for GPUs also the device plugin).
+    gpu_capacity: list[pulumi.Resource] = field(default_factory=list)
+    cpu_capacity: list[pulumi.Resource] = field(default_factory=list)
     outputs: dict[str, pulumi.Input[object]] = field(default_factory=dict)
 
 
 def build_addons(core: "PlatformCore") -> AddonsOutputs:
     config = core.config.addons
     provider = core.cluster.provider
+    system_ready = core.cluster.system_ready
     on_aws = pulumi.ResourceOptions(providers=[core.aws_provider])
     account_id = aws.get_caller_identity(opts=pulumi.InvokeOptions(provider=core.aws_provider)).account_id
 
@@ -46,10 +50,11 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             account_id=account_id,
             controller_replicas=config.karpenter.controller_replicas,
             kubernetes_provider=provider,
+            system_ready=system_ready,
         ),
         on_aws,
     )
-    NodePools(
+    pools = NodePools(
         "node-pools",
         NodePoolsArgs(
             gpu_pool=config.karpenter.gpu_pool,
@@ -57,14 +62,28 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             cluster_name=core.cluster.cluster_name,
             node_role_name=karpenter.node_role_name,
             kubernetes_provider=provider,
+            tags=core.tags,
             depends_on=[karpenter.crds, karpenter.controller],
         ),
     )
+    gpu_capacity: list[pulumi.Resource] = [pools.gpu_pool]
     if config.karpenter.gpu_pool.needs_device_plugin:
-        NvidiaDevicePlugin("nvidia-device-plugin", NvidiaArgs(kubernetes_provider=provider))
-    keda = Keda("keda", KedaArgs(operator_replicas=config.keda.operator_replicas, kubernetes_provider=provider))
+        plugin = NvidiaDevicePlugin(
+            "nvidia-device-plugin", NvidiaArgs(kubernetes_provider=provider, system_ready=system_ready)
+        )
+        gpu_capacity.append(plugin.release)
+    keda = Keda(
+        "keda",
+        KedaArgs(
+            operator_replicas=config.keda.operator_replicas, kubernetes_provider=provider, system_ready=system_ready
+        ),
+    )
     storage = BlockStorage(
-        "block-storage", BlockStorageArgs(cluster_name=core.cluster.cluster_name, kubernetes_provider=provider), on_aws
+        "block-storage",
+        BlockStorageArgs(
+            cluster_name=core.cluster.cluster_name, kubernetes_provider=provider, system_ready=system_ready
+        ),
+        on_aws,
     )
     observability = Observability(
         "observability",
@@ -72,6 +91,7 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             config=config.observability,
             monthly_budget_usd=core.config.monthly_budget_usd,
             kubernetes_provider=provider,
+            system_ready=system_ready,
             alerting=config.alerting,
             aws_provider=core.aws_provider,
             depends_on=[storage.storage_class],
@@ -116,6 +136,7 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
                 region=core.config.region,
                 cluster_name=core.cluster.cluster_name,
                 kubernetes_provider=provider,
+                system_ready=system_ready,
             ),
             on_aws,
         )
@@ -125,6 +146,8 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
     return AddonsOutputs(
         prometheus_url=observability.prometheus_url,
         crd_providers=[karpenter.crds, keda.release, observability.release],
+        gpu_capacity=gpu_capacity,
+        cpu_capacity=[pools.cpu_pool],
         outputs={
             "karpenterInterruptionQueue": karpenter.queue_name,
             "karpenterControllerRoleArn": karpenter.controller_role_arn,

@@ -6,6 +6,7 @@ snake_case in Python. Unknown keys are errors, so a typo never silently falls ba
 """
 
 import re
+from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
@@ -17,16 +18,20 @@ from components.cluster import ClusterConfig
 from components.config_base import StrictModel
 from components.edge import EdgeConfig
 from components.gateway import GatewayConfig
+from components.images import BuildConfig
 from components.log_shipping import LogsConfig
 from components.model_store import ModelStoreConfig
 from components.network import NetworkConfig
-from components.node_pools import CpuPoolConfig, GpuPoolConfig
+from components.node_pools import KARPENTER_RESERVED_TAGS, CpuPoolConfig, GpuPoolConfig
 from components.observability import ObservabilityConfig
 from components.slo import SloConfig
 from components.tracing import TracingConfig
 from components.vllm import ScalingConfig, VllmConfig
 
 AWS_REGION_PATTERN = r"^(us|eu|ap|ca|sa|me|af|il|mx)-[a-z]+-\d$"
+# The repository root (beside Pulumi.yaml): image build contexts are relative to it, whatever the working directory.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+GATEWAY_BUILD = BuildConfig(context=".", dockerfile="serving/Dockerfile")
 
 
 def _region(value: str) -> str:
@@ -74,6 +79,12 @@ class ServingConfig(StrictModel):
         names = [app.name for app in self.apps]
         if len(names) != len(set(names)) or {"vllm", "gateway"} & set(names):
             raise ValueError("apps names must be unique and not 'vllm' or 'gateway'")
+        for index, app in enumerate(self.apps):
+            if app.build and not (PROJECT_ROOT / app.build.context / app.build.dockerfile).is_file():
+                raise ValueError(
+                    f"apps.{index}.build: no {app.build.dockerfile} in {app.build.context}/ (a folder of this "
+                    "repository, relative to its root)"
+                )
         return self
 
 
@@ -92,6 +103,11 @@ class PlatformConfig(StrictModel):
     addons: AddonsConfig = Field(default_factory=AddonsConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
 
+    @property
+    def production(self) -> bool:
+        """Prod protects its state and keeps what a destroy would lose (see stacks/platform.py)."""
+        return self.profile == "prod"
+
     @model_validator(mode="after")
     def prod_alerts_reach_someone(self) -> Self:
         alerting = self.addons.alerting
@@ -108,4 +124,7 @@ class PlatformConfig(StrictModel):
         for key, value in self.tags.items():
             if key.startswith("aws:") or not 0 < len(key) <= 128 or len(value) > 256:
                 raise ValueError(f"tag {key!r}: keys are 1-128 characters not starting with 'aws:', values <= 256")
+            if key.startswith(KARPENTER_RESERVED_TAGS):
+                reserved = ", ".join(KARPENTER_RESERVED_TAGS)
+                raise ValueError(f"tag {key!r}: Karpenter sets it on its nodes; keys may not start with {reserved}")
         return self

@@ -6,7 +6,7 @@ and a handful of concurrent sequences.
 
 from typing import Any
 
-from components.versions import GPU_AMI_ALIAS_DEV, GPU_AMI_ALIAS_PROD
+from components.versions import CPU_AMI_ALIAS_DEV, CPU_AMI_ALIAS_PROD, GPU_AMI_ALIAS_DEV, GPU_AMI_ALIAS_PROD
 
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "dev": {
@@ -30,7 +30,13 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
                     "amiAlias": GPU_AMI_ALIAS_DEV,
                     "requirePinnedAmi": False,
                 },
-                "cpuPool": {"capacityTypes": ["spot"], "cpuLimit": 16, "memoryLimitGib": 64},
+                "cpuPool": {
+                    "capacityTypes": ["spot"],
+                    "cpuLimit": 16,
+                    "memoryLimitGib": 64,
+                    "amiAlias": CPU_AMI_ALIAS_DEV,
+                    "requirePinnedAmi": False,
+                },
             },
             "keda": {"operatorReplicas": 1},
             "logs": {"enabled": True, "retentionDays": 7},
@@ -68,7 +74,13 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
                     "amiAlias": GPU_AMI_ALIAS_PROD,
                     "requirePinnedAmi": True,
                 },
-                "cpuPool": {"capacityTypes": ["spot", "on-demand"], "cpuLimit": 64, "memoryLimitGib": 256},
+                "cpuPool": {
+                    "capacityTypes": ["spot", "on-demand"],
+                    "cpuLimit": 64,
+                    "memoryLimitGib": 256,
+                    "amiAlias": CPU_AMI_ALIAS_PROD,
+                    "requirePinnedAmi": True,
+                },
             },
             "keda": {"operatorReplicas": 2},
             "logs": {"enabled": True, "retentionDays": 30},

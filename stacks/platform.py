@@ -30,15 +30,27 @@ class PlatformCore:
     model_store: ModelStore
     edge: Edge
 
+    @property
+    def tags(self) -> dict[str, str]:
+        return stack_tags(self.config, self.project, self.stack)
+
+
+def stack_tags(config: PlatformConfig, project: str, stack: str) -> dict[str, str]:
+    """Cost-allocation tags on everything the stack creates: AWS resources get them as the provider's default
+    tags, instances Karpenter launches through their EC2NodeClass."""
+    return {"Project": project, "Stack": stack, "ManagedBy": "pulumi", **config.tags}
+
 
 def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str, pulumi.Input[object]]:
     """Declare every resource of the stack; returns the stack outputs (secrets already marked)."""
     cluster_name = config.cluster.name or f"llm-{stack}"
-    production = config.profile == "prod"
+    # Prod also protects its state (secrets key, model bucket and key, Redis): `pulumi destroy` and replacements
+    # stop at them until `pulumi state unprotect`; dev stays destroyable in one command.
+    production = config.production
     aws_provider = aws.Provider(
         "aws",
         region=config.region,
-        default_tags={"tags": {"Project": project, "Stack": stack, "ManagedBy": "pulumi", **config.tags}},
+        default_tags={"tags": stack_tags(config, project, stack)},
     )
     on_aws = pulumi.ResourceOptions(providers=[aws_provider])
 
@@ -55,6 +67,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
             public_subnet_ids=network.public_subnet_ids,
             private_subnet_ids=network.private_subnet_ids,
             key_deletion_window_days=30 if production else 7,
+            protect=production,
         ),
         on_aws,
     )
@@ -65,6 +78,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
             vpc_id=network.vpc_id,
             subnet_ids=network.private_subnet_ids,
             client_security_group_id=cluster.cluster_security_group_id,
+            protect=production,
         ),
         on_aws,
     )
@@ -74,6 +88,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
         ModelStoreArgs(
             config=config.model_store,
             bucket_name=config.model_store.bucket_name or f"{project}-{stack}-models-{account_id}",
+            protect=production,
         ),
         on_aws,
     )
@@ -86,6 +101,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
             vpc_id=network.vpc_id,
             controller_replicas=2 if production else 1,
             kubernetes_provider=cluster.provider,
+            system_ready=cluster.system_ready,
         ),
         on_aws,
     )
@@ -113,6 +129,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
         "kubeconfig": cluster.kubeconfig,
         "oidcIssuer": cluster.oidc_issuer,
         "modelBucketName": model_store.bucket_name,
+        "modelRegistryTableName": model_store.registry_table_name,
         "modelReaderRoleArn": model_store.reader_role_arn,
         "redisEndpoint": cache.primary_endpoint,
         "redisPort": cache.port,

@@ -8,12 +8,35 @@ import pulumi_kubernetes as k8s
 from components import contracts
 from components.apps import Apps, AppsArgs
 from components.gateway import Gateway, GatewayArgs
+from components.images import BuildConfig, BuiltImage, BuiltImageArgs
 from components.tracing import gateway_env
 from components.vllm import VllmArgs, VllmServer
 from stacks.addons import AddonsOutputs
+from stacks.config import GATEWAY_BUILD, PROJECT_ROOT
 
 if TYPE_CHECKING:
     from stacks.platform import PlatformCore
+
+
+def image_for(
+    core: "PlatformCore", name: str, image: str | None, build: BuildConfig | None
+) -> pulumi.Input[str]:
+    """The configured image; without one, the stack builds `build` into its own ECR repository and runs the digest."""
+    if image is not None:
+        return image
+    if build is None:
+        raise ValueError(f"{name}: neither an image nor a build (the config validation rules this out)")
+    built = BuiltImage(
+        f"{name}-image",
+        BuiltImageArgs(
+            repository_name=f"{core.project}-{core.stack}/{name}",
+            context=PROJECT_ROOT / build.context,
+            dockerfile=PROJECT_ROOT / build.context / build.dockerfile,
+            force_delete=not core.config.production,
+        ),
+        pulumi.ResourceOptions(providers=[core.aws_provider]),
+    )
+    return built.image
 
 
 def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulumi.Input[object]]:
@@ -40,6 +63,7 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
             prometheus_url=addons.prometheus_url,
             kubernetes_provider=provider,
             crd_providers=addons.crd_providers,
+            capacity=addons.gpu_capacity,
         ),
         on_aws,
     )
@@ -47,6 +71,7 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
         "gateway",
         GatewayArgs(
             config=config.gateway,
+            image=image_for(core, "gateway", config.gateway.image, GATEWAY_BUILD),
             namespace=namespace.metadata.name,
             namespace_name=contracts.SERVING_NAMESPACE,
             upstream_url=vllm.url,
@@ -55,6 +80,8 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
             redis_port=core.cache.port,
             redis_auth_token=core.cache.auth_token,
             kubernetes_provider=provider,
+            capacity=addons.cpu_capacity,
+            load_balancer_controller=core.edge.controller,
             domain=core.config.edge.domain,
             certificate_arn=core.edge.certificate_arn,
             web_acl_arn=core.edge.web_acl_arn,
@@ -67,9 +94,11 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
             "apps",
             AppsArgs(
                 apps=config.apps,
+                images={app.name: image_for(core, app.name, app.image, app.build) for app in config.apps},
                 namespace=namespace.metadata.name,
                 gateway_url=gateway.in_cluster_url,
                 kubernetes_provider=provider,
+                capacity=addons.cpu_capacity,
             ),
         )
     return {"gatewayUrl": gateway.url, "vllmUrl": vllm.url, "servedModelName": config.vllm.name_for_clients}

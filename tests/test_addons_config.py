@@ -23,16 +23,23 @@ def test_profiles_differ_as_configured() -> None:
     prod = load_stack_file(PROJECT_DIR, "prod").addons
     assert dev.karpenter.gpu_pool.capacity_types == ["spot"]
     assert prod.karpenter.gpu_pool.capacity_types == ["spot", "on-demand"]
-    assert dev.karpenter.gpu_pool.ami_alias.endswith("@latest")
-    assert not prod.karpenter.gpu_pool.ami_alias.endswith("@latest")
+    for pool in ("gpu_pool", "cpu_pool"):
+        assert getattr(dev.karpenter, pool).ami_alias.endswith("@latest")
+        assert not getattr(prod.karpenter, pool).ami_alias.endswith("@latest")
     assert (dev.karpenter.controller_replicas, prod.karpenter.controller_replicas) == (1, 2)
     assert (dev.keda.operator_replicas, prod.keda.operator_replicas) == (1, 2)
 
 
-def test_prod_must_pin_the_gpu_ami() -> None:
-    message = error_for({"karpenter": {"gpuPool": {"amiAlias": "al2023@latest"}}}, stack="prod")
-    assert "llm-platform:addons.karpenter.gpuPool" in message
-    assert "prod must pin an AMI version" in message
+@pytest.mark.parametrize("pool", ["gpuPool", "cpuPool"])
+def test_prod_must_pin_the_ami_of_each_pool(pool: str) -> None:
+    message = error_for({"karpenter": {pool: {"amiAlias": "al2023@latest"}}}, stack="prod")
+    assert f"llm-platform:addons.karpenter.{pool}" in message
+    assert "prod pins its AMIs" in message and "awslabs/amazon-eks-ami release" in message
+
+
+def test_an_al2023_pin_must_name_a_dated_release() -> None:
+    message = error_for({"karpenter": {"cpuPool": {"amiAlias": "al2023@v1.2"}}}, stack="prod")
+    assert "llm-platform:addons.karpenter.cpuPool.amiAlias" in message
 
 
 def test_instance_family_without_gpu_is_rejected_with_the_allowed_ones() -> None:

@@ -1,12 +1,13 @@
 """Karpenter node pools: where GPU and CPU capacity comes from, what it costs at most, and that the serving
 workloads land on the pool meant for them."""
 
+import json
+
 import pytest
 from k8s_schemas import validate_manifest
 
 from components import contracts
 from components.node_pools import NodeClassSpec, block_device_mappings, duration_seconds
-from components.versions import GPU_AMI_ALIAS_PROD
 from infra.offline import Graph
 from infra.render import kubernetes_objects
 
@@ -75,13 +76,24 @@ def test_node_classes_require_imdsv2_and_encrypted_fast_gp3(graph: Graph) -> Non
     assert root["ebs"]["throughput"] >= 600 and root["ebs"]["iops"] >= 3000
 
 
-def test_prod_pins_the_gpu_ami_dev_follows_latest(dev_graph: Graph, prod_graph: Graph) -> None:
-    def alias(graph: Graph) -> str:
-        return graph.one(NODE_CLASS, "node-pools-gpu-ec2nodeclass").inputs["spec"]["amiSelectorTerms"][0]["alias"]
+def test_prod_pins_both_pools_amis_dev_follows_latest(dev_graph: Graph, prod_graph: Graph) -> None:
+    def aliases(graph: Graph) -> set[str]:
+        return {r.inputs["spec"]["amiSelectorTerms"][0]["alias"] for r in graph.of_type(NODE_CLASS)}
 
-    assert alias(prod_graph) == GPU_AMI_ALIAS_PROD
-    assert not alias(prod_graph).endswith("@latest")
-    assert alias(dev_graph) == "al2023@latest"
+    # Which releases are real: tests/test_upstream_contracts.py against the recorded amazon-eks-ami tags.
+    assert len(prod_graph.of_type(NODE_CLASS)) == 2
+    assert not [alias for alias in aliases(prod_graph) if alias.endswith("@latest")]
+    assert aliases(dev_graph) == {"al2023@latest"}
+
+
+def test_karpenter_instances_carry_the_stacks_cost_tags(graph: Graph) -> None:
+    # What every AWS resource of the stack is tagged with: the AWS provider's default tags (a JSON string input).
+    provider = graph.one("pulumi:providers:aws", "aws")
+    cost_tags = json.loads(provider.inputs["defaultTags"])["tags"]
+    assert {"Project", "Stack", "ManagedBy"} <= set(cost_tags)
+    for node_class in graph.of_type(NODE_CLASS):
+        tags = node_class.inputs["spec"]["tags"]
+        assert tags.items() >= cost_tags.items(), f"{node_class.urn}: {tags} lacks {cost_tags}"
 
 
 def test_bottlerocket_keeps_images_on_its_data_volume() -> None:

@@ -9,7 +9,6 @@ from k8s_schemas import validate_manifest
 
 from components import contracts
 from components.observability import PROMETHEUS_URL, ObservabilityConfig, stack_values
-from components.versions import KEDA, KUBE_PROMETHEUS_STACK, NVIDIA_DEVICE_PLUGIN
 from infra.offline import Graph
 from infra.render import kubernetes_objects
 
@@ -53,15 +52,6 @@ def dashboard(graph: Graph) -> dict:
     assert config_map["metadata"]["labels"] == {"grafana_dashboard": "1"}
     (document,) = config_map["data"].values()
     return json.loads(document)
-
-
-def test_charts_are_pinned(graph: Graph) -> None:
-    for name, chart in (("keda", KEDA), ("observability", KUBE_PROMETHEUS_STACK),
-                        ("nvidia-device-plugin", NVIDIA_DEVICE_PLUGIN)):
-        release = graph.one(RELEASE, name).inputs
-        assert (release["chart"], release["version"], release["repositoryOpts"]["repo"]) == (
-            chart.chart, chart.version, chart.repository
-        )
 
 
 def test_keda_operator_replicas_per_stack(dev_graph: Graph, prod_graph: Graph) -> None:

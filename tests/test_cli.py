@@ -48,7 +48,9 @@ def test_prod_graph_holds_every_foundation_resource(prod_json: dict) -> None:
     assert prod_json["project"] == "llm-platform" and prod_json["stack"] == "prod"
     assert {resource["type"] for resource in prod_json["resources"]} >= PROD_TYPES
     for resource in prod_json["resources"]:
-        assert set(resource) == {"urn", "type", "name", "parent", "inputs"}
+        assert set(resource) == {
+            "urn", "type", "name", "parent", "custom", "inputs", "dependencies", "propertyDependencies", "options"
+        }
         assert resource["urn"].startswith("urn:pulumi:prod::llm-platform::")
 
 

@@ -1,6 +1,5 @@
 """The way in: the load balancer controller (pinned, Pod Identity) and, with a domain, certificate and WAF."""
 
-from components.versions import AWS_LOAD_BALANCER_CONTROLLER
 from infra.offline import Graph
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -8,9 +7,7 @@ RELEASE = "kubernetes:helm.sh/v3:Release"
 
 def test_controller_chart_pinned_and_configured_for_the_cluster(graph: Graph) -> None:
     release = graph.one(RELEASE, "edge-lb-controller").inputs
-    assert release["chart"] == AWS_LOAD_BALANCER_CONTROLLER.chart
-    assert release["version"] == AWS_LOAD_BALANCER_CONTROLLER.version
-    assert release["repositoryOpts"]["repo"] == AWS_LOAD_BALANCER_CONTROLLER.repository
+    assert release["chart"] == "aws-load-balancer-controller"  # coordinates: tests/test_upstream_contracts.py
     values = release["values"]
     assert values["clusterName"] == graph.outputs["clusterName"]
     assert values["vpcId"] == graph.outputs["vpcId"]

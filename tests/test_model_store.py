@@ -1,8 +1,11 @@
 """The model bucket: versioned, KMS-encrypted, never public, TLS only; and a read-only role for serving pods."""
 
 import json
+from pathlib import Path
 
 from infra.offline import Graph
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 def test_versioning_enabled(graph: Graph) -> None:
@@ -60,3 +63,32 @@ def test_reader_role_is_read_only_and_assumed_through_pod_identity(graph: Graph)
         "s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject", "s3:GetObjectVersion", "kms:Decrypt", "kms:DescribeKey"
     }
     assert graph.outputs["modelReaderRoleArn"].startswith("arn:aws:iam::123456789012:role/model-store-reader")
+
+
+def test_registry_table_is_encrypted_recoverable_and_exported(graph: Graph) -> None:
+    table = graph.one("aws:dynamodb/table:Table", "model-store-registry")
+    assert table.parent and table.parent.endswith("::model-store"), table.urn
+    inputs = table.inputs
+    assert inputs["billingMode"] == "PAY_PER_REQUEST", table.urn
+    # The key the release CLI writes: (model name, version), both strings.
+    assert (inputs["hashKey"], inputs["rangeKey"]) == ("model", "version"), table.urn
+    assert {(a["name"], a["type"]) for a in inputs["attributes"]} == {("model", "S"), ("version", "S")}, table.urn
+    assert inputs["serverSideEncryption"]["enabled"] is True, table.urn
+    # The weights' key: the mock derives a key's ARN from its name, so equal ARNs mean the same key.
+    weights_key_arn = json.loads(graph.one("aws:iam/rolePolicy:RolePolicy", "model-store-reader").inputs["policy"])[
+        "Statement"
+    ][2]["Resource"]
+    assert inputs["serverSideEncryption"]["kmsKeyArn"] == weights_key_arn, table.urn
+    assert inputs["pointInTimeRecovery"] == {"enabled": True}, table.urn
+    assert graph.outputs["modelRegistryTableName"].startswith("model-store-registry-")
+
+
+def test_registry_table_is_protected_in_prod_only(dev_graph: Graph, prod_graph: Graph) -> None:
+    assert prod_graph.one("aws:dynamodb/table:Table").inputs["deletionProtectionEnabled"] is True
+    assert dev_graph.one("aws:dynamodb/table:Table").inputs["deletionProtectionEnabled"] is False
+
+
+def test_prod_registry_table_has_pulumi_protect(dev_graph: Graph, prod_graph: Graph) -> None:
+    """`protect` is a resource option, not an input: the graph records what the engine receives."""
+    assert prod_graph.one("aws:dynamodb/table:Table").protect is True
+    assert dev_graph.one("aws:dynamodb/table:Table").protect is False

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from components import contracts
+from components import contracts, upstream
 from components.versions import VLLM_IMAGE
 from components.vllm import VllmConfig, vllm_arguments
 from infra.offline import Graph
@@ -14,14 +14,6 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
 NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
 
-# Every flag the platform passes, checked against vLLM 0.33's parsers (vllm/engine/arg_utils.py: ModelConfig,
-# LoadConfig, ParallelConfig, CacheConfig, SchedulerConfig groups; vllm/entrypoints/openai/cli_args.py: host, port,
-# shutdown-timeout). argparse accepts unambiguous prefixes silently, so only exact names belong here.
-VLLM_FLAGS = {
-    "--host", "--port", "--served-model-name", "--max-model-len", "--max-num-seqs", "--gpu-memory-utilization",
-    "--tensor-parallel-size", "--enable-prefix-caching", "--no-enable-prefix-caching", "--generation-config",
-    "--shutdown-timeout", "--quantization", "--load-format", "--model-loader-extra-config",
-}
 # vLLM V1 metric names (REFERENCE.md); anything else in a query matches nothing in Prometheus.
 VLLM_METRICS = {
     "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
@@ -101,9 +93,9 @@ def test_vllm_grace_period_covers_prestop_and_drain(graph: Graph) -> None:
 def test_vllm_arguments_use_exact_flags_and_seed_numbers(graph: Graph) -> None:
     (container,) = _vllm_pod(graph)["containers"]
     args = container["args"]
-    flags = {arg for arg in args if arg.startswith("--")}
-    assert flags <= VLLM_FLAGS, f"unknown vLLM flags: {flags - VLLM_FLAGS}"
-    assert args[0] == "Qwen/Qwen2.5-7B-Instruct"
+    assert upstream.vllm_flag_problems(args) == []
+    # Dev pulls seed 000's model from the Hub; prod streams from its bucket (tests/test_model_source.py).
+    assert args[0] == ("Qwen/Qwen2.5-7B-Instruct" if graph.stack == "dev" else f"s3://{graph.outputs['modelBucketName']}/")
     expected = {"--max-model-len": "4096", "--max-num-seqs": "8", "--gpu-memory-utilization": "0.9",
                 "--generation-config": "vllm"}
     assert {flag: args[args.index(flag) + 1] for flag in expected} == expected
@@ -117,8 +109,8 @@ def test_vllm_arguments_stream_from_s3_with_quantization() -> None:
     assert args[args.index("--load-format") + 1] == "runai_streamer"
     assert args[args.index("--model-loader-extra-config") + 1] == '{"concurrency": 16}'
     assert args[args.index("--quantization") + 1] == "awq_marlin"
-    assert "--no-enable-prefix-caching" in args
-    assert {arg for arg in args if arg.startswith("--")} <= VLLM_FLAGS
+    assert "--disable-prefix-caching" in args
+    assert upstream.vllm_flag_problems(args) == []
 
 
 def test_vllm_service_account_gets_the_model_reader_role(graph: Graph) -> None:
