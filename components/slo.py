@@ -19,8 +19,9 @@ from components.config_base import StrictModel
 from components.karpenter import KARPENTER_NAMESPACE
 from components.observability import GATEWAY, GPU_NODES, VLLM, Alert, monitoring_object
 
-# vLLM V1's TTFT histogram bounds (vllm-project/vllm vllm/v1/metrics/loggers.py, unchanged since 0.10): an SLO
-# threshold must be one of them, or the "good" share cannot be read from a bucket.
+# vLLM V1's TTFT histogram bounds (vllm-project/vllm vllm/v1/metrics/loggers.py read at commit 005a810; the same
+# bounds appear in /metrics recorded from vLLM 0.30; not re-read at the 0.33 tag): an SLO threshold must be one of
+# them, or the "good" share cannot be read from a bucket.
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
                 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
 
