@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from deploy_order import release_of, waits_for
 from promtool import amtool
 
 from components.alerting import AlertingConfig, _needed_keys, alertmanager_config
@@ -56,6 +57,11 @@ def test_prod_pages_pagerduty_and_tickets_slack_from_the_mounted_secret(prod_gra
     assert slack["api_url_file"] == f"/etc/alertmanager/secrets/{mounted}/slackWebhookUrl"
     assert slack["channel"] == "#llm-alerts"
     assert "offline-" not in json.dumps(prod_graph.one(RELEASE, "observability").inputs["values"])
+
+
+def test_alertmanager_secret_exists_before_the_stack_that_mounts_it(prod_graph: Graph) -> None:
+    secret = prod_graph.one("kubernetes:core/v1:Secret", "observability-alert-routing")
+    assert waits_for(prod_graph, release_of(prod_graph, "kube-prometheus-stack"), secret)
 
 
 def test_dev_says_it_routes_nowhere(dev_graph: Graph) -> None:

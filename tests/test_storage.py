@@ -4,6 +4,8 @@ prod's Prometheus and Grafana on volumes of that class, so a pod restart keeps t
 import json
 import re
 
+from deploy_order import release_of, waits_for
+
 from infra.offline import Graph
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -56,3 +58,11 @@ def test_prod_grafana_keeps_its_database_on_a_volume(prod_graph: Graph, dev_grap
                                       "size": "10Gi"}
     assert grafana["deploymentStrategy"] == {"type": "Recreate"}  # a RWO volume cannot roll to another node
     assert "persistence" not in dev_graph.one(RELEASE, "observability").inputs["values"]["grafana"]
+
+
+def test_metrics_stack_waits_for_its_storage_class_which_waits_for_the_driver(graph: Graph) -> None:
+    """A claim on a class that does not exist yet stays Pending and Helm's wait on Grafana times out."""
+    release = release_of(graph, "kube-prometheus-stack")
+    storage_class = graph.one(STORAGE_CLASS)
+    assert waits_for(graph, release, storage_class)
+    assert waits_for(graph, storage_class, graph.one("aws:eks/addon:Addon", "block-storage-ebs-csi-driver"))
