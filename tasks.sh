@@ -23,14 +23,18 @@ setup() {
 }
 
 os_packages() {
-    # The gateway's tests run a real Redis; it comes from the OS package manager.
-    command -v redis-server >/dev/null && return
+    # The gateway's tests run a real Redis; the alerting tests run promtool and amtool (Debian's prometheus and
+    # prometheus-alertmanager packages).
+    command -v redis-server >/dev/null && command -v promtool >/dev/null && command -v amtool >/dev/null && return
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-    # Tests start their own servers on free ports; the distribution's service is not needed.
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        redis-server prometheus prometheus-alertmanager >/dev/null
+    # Tests start their own servers on free ports; the distribution's services are not needed.
     $sudo service redis-server stop >/dev/null 2>&1 || true
+    $sudo service prometheus stop >/dev/null 2>&1 || true
+    $sudo service prometheus-alertmanager stop >/dev/null 2>&1 || true
 }
 
 case "${1:-}" in

@@ -17,6 +17,8 @@ NODE_ARCHITECTURE = "amd64"
 APP_NAME_LABEL = "app.kubernetes.io/name"
 VLLM_APP = "vllm"
 GATEWAY_APP = "gateway"
+# KEDA names the HPA it manages keda-hpa-<ScaledObject> (kedacore/keda controllers/keda/hpa.go, getDefaultHpaName).
+VLLM_HPA = f"keda-hpa-{VLLM_APP}"
 VLLM_PORT = 8000
 GATEWAY_PORT = 8080
 METRICS_PORT_NAME = "http"

@@ -3,7 +3,7 @@ HPA and the internet-facing ALB Ingress."""
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
 import pulumi
@@ -130,6 +130,8 @@ class GatewayArgs:
     domain: str | None = None
     certificate_arn: pulumi.Input[str] | None = None
     web_acl_arn: pulumi.Input[str] | None = None
+    # More environment, e.g. the OpenTelemetry exporter settings of components/tracing.py.
+    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 class Gateway(pulumi.ComponentResource):
@@ -183,6 +185,7 @@ class Gateway(pulumi.ComponentResource):
             "GATEWAY_DRAIN_TIMEOUT_S": str(config.drain_timeout_s),
             "GATEWAY_LOG_LEVEL": config.log_level,
             "OTEL_SERVICE_NAME": GATEWAY_NAME,
+            **args.extra_env,
         }
         env: list[dict[str, Any]] = [{"name": key, "value": value} for key, value in settings.items()]
         env.append({

@@ -2,6 +2,7 @@
 Bottlerocket's NVIDIA variant has its own, so the platform skips this component there)."""
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -13,9 +14,9 @@ from components.versions import NVIDIA_DEVICE_PLUGIN
 DEVICE_PLUGIN_NAMESPACE = "kube-system"
 
 
-def device_plugin_values() -> dict[str, object]:
-    """Run on the GPU pool only. The chart's default affinity wants node-feature-discovery labels that
-    Karpenter's nodes do not carry, so it is replaced by the pool label."""
+def gpu_pool_placement() -> dict[str, Any]:
+    """Helm values that put a DaemonSet on the GPU pool only, tolerating its taint. Charts' default affinities
+    want node-feature-discovery labels that Karpenter's nodes do not carry, so the pool label replaces them."""
     return {
         "affinity": {
             "nodeAffinity": {
@@ -31,6 +32,12 @@ def device_plugin_values() -> dict[str, object]:
             }
         },
         "tolerations": [{**contracts.GPU_TAINT, "operator": "Equal"}],
+    }
+
+
+def device_plugin_values() -> dict[str, object]:
+    return {
+        **gpu_pool_placement(),
         "priorityClassName": "system-node-critical",
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
     }

@@ -3,7 +3,7 @@ the alert rules, and the Grafana dashboard, all as data."""
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -12,9 +12,11 @@ import pulumi_random as random
 from pydantic import Field
 
 from components import contracts
+from components.alerting import AlertingConfig, routing_secret, with_alerting
 from components.cluster import SYSTEM_NODE_LABEL
 from components.config_base import StrictModel
 from components.helm import pinned_release
+from components.storage import STORAGE_CLASS
 from components.versions import KUBE_PROMETHEUS_STACK
 
 NAMESPACE = contracts.MONITORING_NAMESPACE
@@ -25,6 +27,8 @@ GRAFANA_SERVICE = f"{RELEASE_NAME}-grafana"
 GRAFANA_ADMIN_SECRET = "grafana-admin"
 DASHBOARD_LABEL = {"grafana_dashboard": "1"}
 HOURS_PER_MONTH = 730
+# Share of the Prometheus volume its TSDB may fill (the rest: WAL growth and compaction headroom).
+RETENTION_SIZE_SHARE = 0.85
 
 # Monitors set `job` to the pod's app label, so every query can say which exporter it means: the gateway may
 # re-export vllm: gauges, and an unfiltered sum() would count them twice.
@@ -50,7 +54,10 @@ class ObservabilityConfig(StrictModel):
     retention: str = Field(default="7d", pattern=r"^[0-9]+[hdwy]$")
     storage_gib: int | None = Field(
         default=None, ge=5, le=16384,
-        description="Persistent volume for Prometheus; needs the EBS CSI driver. Unset: emptyDir, lost on restart.",
+        description=f"Prometheus volume on StorageClass {STORAGE_CLASS}. Unset: emptyDir, lost on restart.",
+    )
+    grafana_storage_gib: int | None = Field(
+        default=None, ge=1, le=1024, description="Grafana volume (users, edits). Unset: dashboards from code only."
     )
     prometheus_replicas: int = Field(default=1, ge=1, le=3)
     alerts: AlertThresholds = Field(default_factory=AlertThresholds)
@@ -192,11 +199,13 @@ DASHBOARD_PANELS = (
 )
 
 
-def dashboard(panels: tuple[Panel, ...] = DASHBOARD_PANELS) -> dict[str, Any]:
+def dashboard(
+    panels: tuple[Panel, ...] = DASHBOARD_PANELS, uid: str = "llm-serving", title: str = "LLM serving"
+) -> dict[str, Any]:
     """A Grafana dashboard model: one time series per panel, two panels a row."""
     return {
-        "uid": "llm-serving",
-        "title": "LLM serving",
+        "uid": uid,
+        "title": title,
         "tags": ["llm-platform"],
         "timezone": "browser",
         "refresh": "30s",
@@ -235,16 +244,20 @@ def stack_values(config: ObservabilityConfig) -> dict[str, Any]:
         prometheus["storageSpec"] = {
             "volumeClaimTemplate": {
                 "spec": {
+                    "storageClassName": STORAGE_CLASS,
                     "accessModes": ["ReadWriteOnce"],
                     "resources": {"requests": {"storage": f"{config.storage_gib}Gi"}},
                 }
             }
         }
+        # Size-based retention below the volume, so a full disk drops old blocks instead of crashing Prometheus.
+        prometheus["retentionSize"] = f"{int(config.storage_gib * RETENTION_SIZE_SHARE)}GiB"
     return {
         "prometheus": {"prometheusSpec": prometheus},
         "prometheusOperator": {"nodeSelector": SYSTEM_NODE_LABEL},
         "alertmanager": {"alertmanagerSpec": {"nodeSelector": SYSTEM_NODE_LABEL}},
         "grafana": {
+            **_grafana_persistence(config),
             "nodeSelector": SYSTEM_NODE_LABEL,
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
             "sidecar": {
@@ -266,6 +279,33 @@ def stack_values(config: ObservabilityConfig) -> dict[str, Any]:
     }
 
 
+def _grafana_persistence(config: ObservabilityConfig) -> dict[str, Any]:
+    """grafana chart 11.3.7 values: persistence.*, deploymentStrategy. A ReadWriteOnce volume cannot follow a
+    rolling update to another node, so the pod is recreated instead."""
+    if not config.grafana_storage_gib:
+        return {}
+    return {
+        "persistence": {"enabled": True, "type": "pvc", "storageClassName": STORAGE_CLASS,
+                        "size": f"{config.grafana_storage_gib}Gi"},
+        "deploymentStrategy": {"type": "Recreate"},
+    }
+
+
+def monitoring_object(
+    name: str, kind: str, object_name: str, spec: dict[str, Any], opts: pulumi.ResourceOptions
+) -> k8s.apiextensions.CustomResource:
+    """A prometheus-operator object (ServiceMonitor, PodMonitor, PrometheusRule) in the monitoring namespace;
+    `opts` must wait for the metrics stack's release, which installs the CRDs."""
+    return k8s.apiextensions.CustomResource(
+        name,
+        api_version="monitoring.coreos.com/v1",
+        kind=kind,
+        metadata={"name": object_name, "namespace": NAMESPACE},
+        spec=spec,
+        opts=opts,
+    )
+
+
 def monitor_spec(app: str, endpoint_key: str) -> dict[str, Any]:
     """Scrape `app`'s pods in the serving namespace on the metrics port; job = the app label."""
     return {
@@ -284,6 +324,11 @@ class ObservabilityArgs:
     kubernetes_provider: k8s.Provider
     # The system node group and the Pod Identity agent: what its pods need to run and get AWS credentials.
     system_ready: list[pulumi.Resource]
+    alerting: AlertingConfig
+    # Reads the alert-routing secret from Secrets Manager.
+    aws_provider: pulumi.ProviderResource
+    # The StorageClass the volumes claim (BlockStorage), so Helm's wait does not time out on a Pending claim.
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
 class Observability(pulumi.ComponentResource):
@@ -296,6 +341,7 @@ class Observability(pulumi.ComponentResource):
         on_cluster = pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider)
 
         namespace = k8s.core.v1.Namespace(f"{name}-namespace", metadata={"name": NAMESPACE}, opts=on_cluster)
+        on_cluster = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=args.depends_on))
         in_namespace = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[namespace]))
         # A RandomString kept secret in state (the stack's one RandomPassword is the cache's auth token).
         password = random.RandomString(
@@ -310,13 +356,17 @@ class Observability(pulumi.ComponentResource):
             string_data={"admin-user": "admin", "admin-password": password.result},
             opts=in_namespace,
         )
+        routing = routing_secret(name, args.alerting, NAMESPACE, in_namespace, args.aws_provider)
         self.release = pinned_release(
             name,
             KUBE_PROMETHEUS_STACK,
             NAMESPACE,
-            stack_values(args.config),
+            with_alerting(stack_values(args.config), args.alerting),
             pulumi.ResourceOptions.merge(
-                in_namespace, pulumi.ResourceOptions(depends_on=[admin_secret, *args.system_ready])
+                in_namespace,
+                pulumi.ResourceOptions(
+                    depends_on=[admin_secret, *args.system_ready, *([routing] if routing else [])]
+                ),
             ),
             # Operator (with its admission-webhook certificate jobs), Prometheus, Alertmanager, Grafana,
             # kube-state-metrics and node exporters: a dozen images on nodes that just joined.
@@ -328,20 +378,12 @@ class Observability(pulumi.ComponentResource):
             (contracts.VLLM_APP, "PodMonitor", "podMetricsEndpoints"),
             (contracts.GATEWAY_APP, "ServiceMonitor", "endpoints"),
         ):
-            k8s.apiextensions.CustomResource(
-                f"{name}-{app}",
-                api_version="monitoring.coreos.com/v1",
-                kind=kind,
-                metadata={"name": app, "namespace": NAMESPACE},
-                spec=monitor_spec(app, endpoint_key),
-                opts=after_crds,
-            )
-        k8s.apiextensions.CustomResource(
+            monitoring_object(f"{name}-{app}", kind, app, monitor_spec(app, endpoint_key), after_crds)
+        monitoring_object(
             f"{name}-serving-alerts",
-            api_version="monitoring.coreos.com/v1",
-            kind="PrometheusRule",
-            metadata={"name": "llm-serving", "namespace": NAMESPACE},
-            spec={
+            "PrometheusRule",
+            "llm-serving",
+            {
                 "groups": [
                     {
                         "name": "llm-serving",
@@ -354,7 +396,7 @@ class Observability(pulumi.ComponentResource):
                     }
                 ]
             },
-            opts=after_crds,
+            after_crds,
         )
         k8s.core.v1.ConfigMap(
             f"{name}-dashboard",

@@ -48,6 +48,28 @@ NVIDIA_DEVICE_PLUGIN = HelmChart(
     version="0.18.2",
     repository="https://nvidia.github.io/k8s-device-plugin",
 )
+# NVIDIA/dcgm-exporter deployment/ at tag 4.5.3-4.8.2 (chart version 4.8.2, image tag 4.5.3-4.8.2-distroless).
+DCGM_EXPORTER = HelmChart(
+    chart="dcgm-exporter",
+    version="4.8.2",
+    repository="https://nvidia.github.io/dcgm-exporter/helm-charts",
+)
+
+# aws/eks-charts stable/aws-for-fluent-bit at commit 2942cdc (chart 0.2.0, AWS for Fluent Bit 3.2.1).
+AWS_FOR_FLUENT_BIT = HelmChart(
+    chart="aws-for-fluent-bit",
+    version="0.2.0",
+    repository="https://aws.github.io/eks-charts",
+)
+
+# open-telemetry/opentelemetry-helm-charts tag opentelemetry-collector-0.170.0 (appVersion 0.158.0, the image tag).
+OPENTELEMETRY_COLLECTOR = HelmChart(
+    chart="opentelemetry-collector",
+    version="0.170.0",
+    repository="https://open-telemetry.github.io/opentelemetry-helm-charts",
+)
+# The contrib distribution: it has the awsxray exporter; the chart requires image.repository to be set.
+OTEL_COLLECTOR_IMAGE_REPOSITORY = "otel/opentelemetry-collector-contrib"
 
 # Karpenter nodes: dev follows the latest AL2023 release; prod pins an awslabs/amazon-eks-ami release (a tag
 # vYYYYMMDD listing AMIs for KUBERNETES_VERSION) so its nodes never change under it.

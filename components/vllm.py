@@ -32,6 +32,8 @@ EXIT_MARGIN_S = 10
 NODE_AND_IMAGE_WINDOW_S = 15 * 60
 # Activation metric the gateway exports while it holds requests and no vLLM pod is ready.
 GATEWAY_PENDING_METRIC = "gateway_pending_requests"
+# dcgm-exporter's GPU busy percentage (components/gpu_metrics.py), mapped to the pod that holds the GPU.
+GPU_UTILIZATION_METRIC = "DCGM_FI_DEV_GPU_UTIL"
 # Quantization methods for `--quantization` that fit a single L4/A10G-class GPU; the tests hold them to the
 # pinned vLLM's QUANTIZATION_METHODS (components/upstream/vllm.json). vLLM 0.33 has no bitsandbytes method: the
 # engine would refuse it at start-up (get_quantization_config), after the node and image pull were paid for.
@@ -124,6 +126,11 @@ class ScalingConfig(StrictModel):
     polling_interval_s: int = Field(default=15, ge=5, le=300)
     cooldown_period_s: int = Field(default=300, ge=30, le=3600, description="Idle time before scaling to zero.")
     fallback_replicas: int | None = Field(default=None, ge=1, description="Replicas while Prometheus is unreachable.")
+    gpu_utilization_percent: int | None = Field(
+        default=None, ge=10, le=100,
+        description="Also size on GPU busy time (dcgm-exporter): replicas >= sum of pods' GPU utilisation / this. "
+        "The larger of the queue and GPU answers wins. Unset: queue only.",
+    )
     scale_up: ScaleRate = Field(default_factory=lambda: ScaleRate(stabilization_window_s=30, pods=2, period_s=60))
     scale_down: ScaleRate = Field(
         default_factory=lambda: ScaleRate(stabilization_window_s=300, pods=1, period_s=120)
@@ -203,14 +210,24 @@ def scaling_triggers(scaling: ScalingConfig, namespace: str, prometheus_url: str
         triggers.append(
             prometheus("pending", f'sum({GATEWAY_PENDING_METRIC}{{namespace="{namespace}"}})')
         )
+    if scaling.gpu_utilization_percent:
+        # Per pod first: a pod with several GPUs counts its average once. Labels are dcgm-exporter's pod mapping.
+        triggers.append(
+            prometheus("gpu", f"sum(avg by (pod) ({GPU_UTILIZATION_METRIC}{{{_selector(namespace)}}}))")
+        )
     return triggers
 
 
 def scaling_formula(scaling: ScalingConfig) -> str:
-    """Queued requests weigh heavily: a queue means every slot is taken. Held requests count as queued."""
+    """Queued requests weigh heavily: a queue means every slot is taken. Held requests count as queued.
+    With a GPU target, the GPU term is scaled to the same units (target_per_pod per needed pod) and the larger
+    term wins, so either signal can scale out and scale-in needs both to agree."""
     formula = f"running + waiting * {scaling.waiting_weight}"
     if scaling.activation == "gateway":
         formula += f" + pending * {scaling.waiting_weight}"
+    if scaling.gpu_utilization_percent:
+        queue, gpu = f"({formula})", f"(gpu * {scaling.target_per_pod} / {scaling.gpu_utilization_percent})"
+        formula = f"{queue} > {gpu} ? {queue} : {gpu}"
     return formula
 
 

@@ -14,6 +14,7 @@ from rich.tree import Tree
 
 from infra.cost.cli import register as register_cost_commands
 from infra.cost.estimate import preview_total
+from infra.loadtest.command import loadtest
 from infra.models.cli import app as models_app
 from infra.offline import SECRET_MASK, Graph, GraphResource, preview_stack
 from infra.policy import policy_command, print_policy_summary
@@ -23,6 +24,7 @@ from stacks.placeholders import find_placeholders
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.command("policy")(policy_command)
+app.command()(loadtest)
 console = Console(emoji=False, highlight=False)
 errors = Console(stderr=True, emoji=False, highlight=False)
 app.add_typer(models_app, name="models", help="Publish model versions to the model bucket; promote and roll back.")

@@ -93,6 +93,7 @@ class PlatformMocks(pulumi.runtime.Mocks):
             "aws:index/getRegion:getRegion": lambda args: {"name": self.region, "region": self.region},
             "aws:index/getPartition:getPartition": lambda args: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
             "aws:lb/getLoadBalancer:getLoadBalancer": self._load_balancer,
+            "aws:secretsmanager/getSecretVersion:getSecretVersion": self._secret_version,
             "aws:ecr/getAuthorizationToken:getAuthorizationToken": self._ecr_token,
         }
 
@@ -120,6 +121,11 @@ class PlatformMocks(pulumi.runtime.Mocks):
         if handler is None:
             raise NotImplementedError(f"no offline answer for invoke {args.token}; add one to infra/mocks.py")
         return handler(args.args), []
+
+    def _secret_version(self, args: dict[str, Any]) -> Outputs:
+        """A JSON secret with every key a receiver may need (the alert-routing secret the user creates)."""
+        keys = ("slackWebhookUrl", "pagerdutyRoutingKey", "webhookToken")
+        return {"secretString": json.dumps({key: f"offline-{key}" for key in keys}), "secretId": args["secretId"]}
 
     def _availability_zones(self, args: dict[str, Any]) -> Outputs:
         suffixes = "abcd"
@@ -158,7 +164,7 @@ class PlatformMocks(pulumi.runtime.Mocks):
         return {"arn": f"arn:aws:secretsmanager:{self.region}:{ACCOUNT_ID}:secret:{name}-{_digest(name, length=6)}"}
 
     def _log_group(self, name: str, inputs: Outputs) -> Outputs:
-        group = inputs.get("namePrefix", "/aws/") + _digest(name, length=8)
+        group = inputs.get("name") or inputs.get("namePrefix", "/aws/") + _digest(name, length=8)
         return {"name": group, "arn": f"arn:aws:logs:{self.region}:{ACCOUNT_ID}:log-group:{group}"}
 
     def _certificate(self, name: str, inputs: Outputs) -> Outputs:

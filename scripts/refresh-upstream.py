@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,13 @@ CHART_SOURCES: dict[str, tuple[str, str | None, str]] = {
         "prometheus-community/helm-charts", "kube-prometheus-stack-{version}", "charts/kube-prometheus-stack"
     ),
     "nvidia-device-plugin": ("NVIDIA/k8s-device-plugin", "v{version}", "deployments/helm/nvidia-device-plugin"),
+    "dcgm-exporter": ("NVIDIA/dcgm-exporter", None, "deployment"),
+    "aws-for-fluent-bit": ("aws/eks-charts", None, "stable/aws-for-fluent-bit"),
+    "opentelemetry-collector": (
+        "open-telemetry/opentelemetry-helm-charts",
+        "opentelemetry-collector-{version}",
+        "charts/opentelemetry-collector",
+    ),
     "karpenter": ("aws/karpenter-provider-aws", None, "charts/karpenter"),
     "karpenter-crd": ("aws/karpenter-provider-aws", None, "charts/karpenter-crd"),
 }
@@ -86,9 +94,16 @@ class Sources:
         if repo not in self.mirrors:
             return dict(yaml.safe_load(http(f"{url}/index.yaml")))
         try:
-            return dict(yaml.safe_load(self.text(repo, "gh-pages", "index.yaml")))
+            return dict(yaml.safe_load(self.text(repo, "gh-pages", pages_index_path(url))))
         except subprocess.CalledProcessError:
             return None
+
+
+def pages_index_path(url: str) -> str:
+    """Where a GitHub Pages chart repository keeps index.yaml on its gh-pages branch: the URL's path after the
+    repository name (https://nvidia.github.io/dcgm-exporter/helm-charts -> helm-charts/index.yaml)."""
+    below_repo = urllib.parse.urlsplit(url).path.strip("/").split("/", 1)[1:]
+    return f"{below_repo[0]}/index.yaml" if below_repo else "index.yaml"
 
 
 def git(directory: Path, *args: str) -> str:
@@ -170,7 +185,7 @@ def index_chart(
         listed = {str(entry["version"]): entry for entry in index["entries"][chart.name]}
         if chart.version not in listed:
             raise SystemExit(f"{chart.name} {chart.version} is not in {chart.repository}/index.yaml")
-        where = source(repo, "gh-pages", "index.yaml", index=f"{chart.repository}/index.yaml")
+        where = source(repo, "gh-pages", pages_index_path(chart.repository), index=f"{chart.repository}/index.yaml")
         newest = sorted(listed, key=version_key)[-10:]
         return {**fact, "versions": sorted({*newest, chart.version}, key=version_key),
                 "appVersion": str(listed[chart.version].get("appVersion", "")), "source": where}

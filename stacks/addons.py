@@ -6,11 +6,17 @@ from typing import TYPE_CHECKING
 import pulumi
 import pulumi_aws as aws
 
+from components.dashboards import Dashboards, DashboardsArgs
+from components.gpu_metrics import GpuMetrics, GpuMetricsArgs
 from components.karpenter import Karpenter, KarpenterArgs
 from components.keda import Keda, KedaArgs
+from components.log_shipping import LogShipping, LogShippingArgs
 from components.node_pools import NodePools, NodePoolsArgs
 from components.nvidia import NvidiaArgs, NvidiaDevicePlugin
 from components.observability import Observability, ObservabilityArgs
+from components.slo import ServiceLevels, ServiceLevelsArgs
+from components.storage import BlockStorage, BlockStorageArgs
+from components.tracing import Tracing, TracingArgs
 from infra.cost.estimate import gpu_node_hourly_usd
 
 if TYPE_CHECKING:
@@ -73,15 +79,73 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             operator_replicas=config.keda.operator_replicas, kubernetes_provider=provider, system_ready=system_ready
         ),
     )
+    storage = BlockStorage(
+        "block-storage",
+        BlockStorageArgs(
+            cluster_name=core.cluster.cluster_name, kubernetes_provider=provider, system_ready=system_ready
+        ),
+        on_aws,
+    )
+    # One price for a GPU node-hour, from the cost catalog: the budget alert, the SLO cost rules and `cost` agree.
+    gpu_hourly_usd = gpu_node_hourly_usd(core.config)
     observability = Observability(
         "observability",
         ObservabilityArgs(
             config=config.observability,
             monthly_budget_usd=core.config.monthly_budget_usd,
-            gpu_node_hourly_usd=gpu_node_hourly_usd(core.config),
+            gpu_node_hourly_usd=gpu_hourly_usd,
             kubernetes_provider=provider,
             system_ready=system_ready,
+            alerting=config.alerting,
+            aws_provider=core.aws_provider,
+            depends_on=[storage.storage_class],
         ),
+    )
+    ServiceLevels(
+        "slo",
+        ServiceLevelsArgs(
+            config=config.slo,
+            gpu_node_hourly_usd=gpu_hourly_usd,
+            gpu_floor=core.config.serving.vllm.min_replicas,
+            kubernetes_provider=provider,
+            depends_on=[observability.release],
+        ),
+    )
+    GpuMetrics("gpu-metrics", GpuMetricsArgs(kubernetes_provider=provider, depends_on=[observability.release]))
+    Dashboards(
+        "dashboards",
+        DashboardsArgs(
+            base_monthly_usd=config.observability.base_monthly_usd,
+            kubernetes_provider=provider,
+            depends_on=[observability.release],
+        ),
+    )
+    if config.tracing.enabled:
+        Tracing(
+            "tracing",
+            TracingArgs(
+                region=core.config.region,
+                cluster_name=core.cluster.cluster_name,
+                kubernetes_provider=provider,
+                depends_on=[observability.release],
+            ),
+            on_aws,
+        )
+    logs = (
+        LogShipping(
+            "logs",
+            LogShippingArgs(
+                config=config.logs,
+                log_group_name=f"/{core.project}/{core.stack}/containers",
+                region=core.config.region,
+                cluster_name=core.cluster.cluster_name,
+                kubernetes_provider=provider,
+                system_ready=system_ready,
+            ),
+            on_aws,
+        )
+        if config.logs.enabled
+        else None
     )
     return AddonsOutputs(
         prometheus_url=observability.prometheus_url,
@@ -94,5 +158,6 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             "karpenterNodeRoleArn": karpenter.node_role_arn,
             "prometheusUrl": observability.prometheus_url,
             "grafanaAccess": observability.grafana_access,
+            **({"containerLogGroup": logs.log_group_name} if logs else {}),
         },
     )

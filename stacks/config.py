@@ -11,6 +11,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
+from components.alerting import AlertingConfig
 from components.apps import AppConfig
 from components.cache import CacheConfig
 from components.cluster import ClusterConfig
@@ -18,10 +19,13 @@ from components.config_base import StrictModel
 from components.edge import EdgeConfig
 from components.gateway import GatewayConfig
 from components.images import BuildConfig
+from components.log_shipping import LogsConfig
 from components.model_store import ModelStoreConfig
 from components.network import NetworkConfig
 from components.node_pools import KARPENTER_RESERVED_TAGS, CpuPoolConfig, GpuPoolConfig
 from components.observability import ObservabilityConfig
+from components.slo import SloConfig
+from components.tracing import TracingConfig
 from components.vllm import ScalingConfig, VllmConfig
 from stacks.traffic import SimulationConfig, TrafficConfig
 
@@ -54,6 +58,10 @@ class AddonsConfig(StrictModel):
     karpenter: KarpenterConfig = Field(default_factory=KarpenterConfig)
     keda: KedaConfig = Field(default_factory=KedaConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    slo: SloConfig = Field(default_factory=SloConfig)
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    logs: LogsConfig = Field(default_factory=LogsConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
 
 class ServingConfig(StrictModel):
@@ -112,6 +120,17 @@ class PlatformConfig(StrictModel):
                 f"edge.certificateArn is in {arn.split(':')[3]} but the stack deploys to {self.region}; an ALB only "
                 "uses ACM certificates of its own region"
             )
+        return self
+
+    @model_validator(mode="after")
+    def prod_alerts_reach_someone(self) -> Self:
+        alerting = self.addons.alerting
+        for severity, receiver in (("critical", alerting.critical), ("warning", alerting.warning)):
+            if self.profile == "prod" and receiver.kind == "none":
+                raise ValueError(
+                    f"addons.alerting.{severity}.kind is none in a prod stack: route it to slack, pagerduty or "
+                    "webhook (credentials in the Secrets Manager secret addons.alerting.secretId)"
+                )
         return self
 
     @model_validator(mode="after")

@@ -39,6 +39,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
                 },
             },
             "keda": {"operatorReplicas": 1},
+            "logs": {"enabled": True, "retentionDays": 7},
             "observability": {
                 "retention": "3d",
                 "prometheusReplicas": 1,
@@ -84,15 +85,31 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
                 },
             },
             "keda": {"operatorReplicas": 2},
+            "logs": {"enabled": True, "retentionDays": 30},
+            "tracing": {"enabled": True, "sampleRatio": 0.05},
+            # Prod pages someone: create this secret before the first `pulumi up` (README, "Alert routing").
+            "alerting": {
+                "critical": {"kind": "pagerduty"},
+                "warning": {"kind": "slack"},
+                "secretId": "llm-platform/prod/alerting",
+            },
             "observability": {
                 "retention": "15d",
+                # Survives restarts: 15 days of a few thousand series fit well under 100 GiB (retentionSize 85 %).
+                "storageGib": 100,
+                "grafanaStorageGib": 10,
                 "prometheusReplicas": 2,
                 "baseMonthlyUsd": 1030,  # `llm-platform cost --stack prod`: modelled non-GPU month
             },
         },
         "serving": {
             "vllm": {"minReplicas": 1, "maxReplicas": 6},
-            "scaling": {"activation": "gateway", "fallbackReplicas": 2, "cooldownPeriodS": 600},
+            "scaling": {
+                "activation": "gateway",
+                "fallbackReplicas": 2,
+                "cooldownPeriodS": 600,
+                "gpuUtilizationPercent": 85,
+            },
             "gateway": {
                 "minReplicas": 2,
                 "maxReplicas": 6,

@@ -9,6 +9,7 @@ from components import contracts
 from components.apps import Apps, AppsArgs
 from components.gateway import Gateway, GatewayArgs
 from components.images import BuildConfig, BuiltImage, BuiltImageArgs
+from components.tracing import gateway_env
 from components.vllm import VllmArgs, VllmServer
 from stacks.addons import AddonsOutputs
 from stacks.config import GATEWAY_BUILD, PROJECT_ROOT
@@ -85,6 +86,7 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
             domain=core.config.edge.domain,
             certificate_arn=core.edge.certificate_arn,
             web_acl_arn=core.edge.web_acl_arn,
+            extra_env=gateway_env(core.config.addons.tracing),
         ),
         on_aws,
     )

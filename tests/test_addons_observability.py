@@ -43,7 +43,7 @@ def metric_names(expr: str) -> set[str]:
 
 
 def rules(graph: Graph) -> dict[str, dict]:
-    spec = graph.one(f"{MONITORING}:PrometheusRule").inputs["spec"]
+    spec = graph.one(f"{MONITORING}:PrometheusRule", "observability-serving-alerts").inputs["spec"]
     return {rule["alert"]: rule for group in spec["groups"] for rule in group["rules"]}
 
 
@@ -77,9 +77,9 @@ def test_prometheus_selects_monitors_and_rules_from_all_namespaces(graph: Graph)
         assert spec[key] is False
 
 
-def test_prometheus_volume_only_when_storage_is_configured(graph: Graph) -> None:
-    spec = graph.one(RELEASE, "observability").inputs["values"]["prometheus"]["prometheusSpec"]
-    assert "storageSpec" not in spec  # no EBS CSI driver in the cluster yet: a PVC would stay Pending
+def test_prometheus_volume_only_when_storage_is_configured(dev_graph: Graph) -> None:
+    spec = dev_graph.one(RELEASE, "observability").inputs["values"]["prometheus"]["prometheusSpec"]
+    assert "storageSpec" not in spec  # dev keeps metrics in an emptyDir: cheaper, lost on restart
     persistent = stack_values(ObservabilityConfig(storage_gib=50))["prometheus"]["prometheusSpec"]
     claim = persistent["storageSpec"]["volumeClaimTemplate"]["spec"]
     assert claim["resources"]["requests"]["storage"] == "50Gi"
@@ -201,3 +201,35 @@ def test_monitors_match_the_declared_serving_objects(graph: Graph) -> None:
     assert service["metadata"]["namespace"] in service_monitor["namespaceSelector"]["matchNames"]
     assert service_monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert service_monitor["endpoints"][0]["port"] in {port["name"] for port in service["spec"]["ports"]}
+
+
+# Nested keys this project sets, as they appear in kube-prometheus-stack 82.18.0 values.yaml and its grafana
+# dependency (grafana-community/helm-charts grafana-11.3.7 values.yaml).
+STACK_VALUE_PATHS = {
+    "prometheus.prometheusSpec.retention", "prometheus.prometheusSpec.retentionSize",
+    "prometheus.prometheusSpec.storageSpec", "prometheus.prometheusSpec.replicas",
+    "prometheus.prometheusSpec.nodeSelector", "prometheus.prometheusSpec.resources",
+    "prometheus.prometheusSpec.podMonitorSelectorNilUsesHelmValues",
+    "prometheus.prometheusSpec.serviceMonitorSelectorNilUsesHelmValues",
+    "prometheus.prometheusSpec.ruleSelectorNilUsesHelmValues",
+    "prometheusOperator.nodeSelector", "alertmanager.config", "alertmanager.alertmanagerSpec.nodeSelector",
+    "alertmanager.alertmanagerSpec.secrets", "grafana.nodeSelector", "grafana.admin", "grafana.sidecar",
+    "grafana.persistence", "grafana.deploymentStrategy", "kube-state-metrics.nodeSelector",
+    "kube-state-metrics.metricLabelsAllowlist",
+}
+
+
+def test_stack_values_use_keys_of_the_pinned_charts(prod_graph: Graph) -> None:
+    values = prod_graph.one(RELEASE, "observability").inputs["values"]
+
+    def paths(node: dict, prefix: str = "") -> set[str]:
+        found = set()
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict) and not any(path.startswith(p) for p in STACK_VALUE_PATHS):
+                found |= paths(value, f"{path}.")
+            else:
+                found.add(path)
+        return found
+
+    assert paths(values) <= STACK_VALUE_PATHS

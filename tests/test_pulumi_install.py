@@ -17,7 +17,6 @@ import yaml
 from packaging.requirements import Requirement
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-PROGRAM_PACKAGES = ("infra", "stacks", "components")
 FIRST_PARTY = {"infra", "stacks", "components", "serving", "policies"}
 
 
@@ -53,17 +52,41 @@ def installed_with(names: set[str]) -> set[str]:
     return found
 
 
-def imported_distributions() -> set[str]:
-    """Distributions of every third-party module the program's packages import."""
+def module_file(module: str) -> Path | None:
+    base = PROJECT_DIR.joinpath(*module.split("."))
+    return next((path for path in (base.with_suffix(".py"), base / "__init__.py") if path.is_file()), None)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Modules a file imports (absolute imports; `from a import b` also names `a.b`, which may be a module)."""
     modules = set()
-    for package in PROGRAM_PACKAGES:
-        for path in (PROJECT_DIR / package).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Import):
-                    modules |= {alias.name.split(".")[0] for alias in node.names}
-                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    modules.add(node.module.split(".")[0])
-    third_party = modules - FIRST_PARTY - set(sys.stdlib_module_names)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            modules |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return modules
+
+
+def imported_distributions() -> set[str]:
+    """Distributions of every third-party module the program imports: followed from infra/__main__.py through
+    first-party modules (and their parent packages), so CLI-only tooling with its own extra is not counted."""
+    seen: set[str] = set()
+    third_party: set[str] = set()
+    pending = ["infra.__main__"]
+    while pending:
+        module = pending.pop()
+        top = module.split(".")[0]
+        if top not in FIRST_PARTY:
+            third_party.add(top)
+            continue
+        parts = module.split(".")
+        for parent in (".".join(parts[:i]) for i in range(1, len(parts) + 1)):
+            path = module_file(parent)
+            if path and parent not in seen:
+                seen.add(parent)
+                pending.extend(imported_modules(path))
+    third_party -= set(sys.stdlib_module_names)
     distributions = packages_distributions()
     return {normalized(distributions[module][0]) for module in third_party}
 

@@ -27,6 +27,12 @@ VLLM_HISTOGRAMS = (
     "vllm:request_prompt_tokens", "vllm:request_generation_tokens", "vllm:iteration_tokens_total",
     "vllm:request_max_num_generation_tokens", "vllm:request_params_n", "vllm:request_params_max_tokens",
 )
+# NVIDIA/dcgm-exporter etc/default-counters.csv (the chart's default counters, 4.x): what a GPU trigger may read.
+DCGM_METRICS = frozenset({
+    "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_MEM_COPY_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE",
+    "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_MEMORY_TEMP", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_XID_ERRORS",
+    "DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+})
 VLLM_METRICS = frozenset(
     [*VLLM_GAUGES, *VLLM_COUNTERS, *(f"{c}_total" for c in VLLM_COUNTERS)]
     + [f"{h}{suffix}" for h in VLLM_HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")]
@@ -50,12 +56,13 @@ def _prometheus_triggers(props: Mapping[str, Any]) -> list[Any]:
 
 
 def _known_metrics(props: Mapping[str, Any], settings: Mapping[str, Any], args: Any) -> Iterator[str]:
-    allowed = set(settings["allowedMetrics"]) | VLLM_METRICS
+    allowed = set(settings["allowedMetrics"]) | VLLM_METRICS | DCGM_METRICS
     for trigger in _prometheus_triggers(props):
         for name in sorted(metric_names(str(get(trigger, "metadata", "query", default="")))):
             if name not in allowed:
                 hint = " (vLLM's names use ':' after 'vllm')" if name.startswith("vllm_") else ""
-                yield f"trigger {get(trigger, 'name')}: {name} is not a metric vLLM or the gateway exports{hint}"
+                yield (f"trigger {get(trigger, 'name')}: {name} is not a metric vLLM, dcgm-exporter or the gateway "
+                       f"exports{hint}")
 
 
 def _max_replicas(props: Mapping[str, Any], settings: Mapping[str, Any], args: Any) -> Iterator[str]:
@@ -146,7 +153,7 @@ def _target_vs_batch(resources: list[PolicyResource], settings: Mapping[str, Any
 SCALING_RULES = [
     resource_rule(
         "keda-known-metrics",
-        "ScaledObject Prometheus queries name metrics vLLM (V1) or the gateway really export.",
+        "ScaledObject Prometheus queries name metrics vLLM (V1), dcgm-exporter or the gateway really export.",
         types=(SCALED_OBJECT,),
         severity=HIGH,
         remediation="Use vllm:num_requests_running / vllm:num_requests_waiting (':' not '_') and "

@@ -1,0 +1,60 @@
+"""GPU hardware metrics: NVIDIA's dcgm-exporter on every GPU node, scraped by Prometheus.
+
+Facts from NVIDIA/dcgm-exporter at tag 4.5.3-4.8.2 (the pinned chart 4.8.2): the DaemonSet serves port `metrics`
+(9400) behind a Service labelled app.kubernetes.io/name=dcgm-exporter; the default counters
+(etc/default-counters.csv) include DCGM_FI_DEV_GPU_UTIL, DCGM_FI_DEV_FB_USED/FREE, DCGM_FI_DEV_GPU_TEMP and
+DCGM_FI_DEV_POWER_USAGE; each series names its node in `Hostname` (renamed `hostname` after this tag) and, with
+DCGM_EXPORTER_KUBERNETES=true (the chart sets it), the pod using the GPU in `pod`/`namespace`/`container`.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import contracts
+from components.helm import pinned_release
+from components.nvidia import gpu_pool_placement
+from components.observability import monitoring_object
+from components.versions import DCGM_EXPORTER
+
+DCGM_NAME = DCGM_EXPORTER.name
+DCGM_NODE_LABEL = "Hostname"
+DCGM_PORT_NAME = "metrics"
+
+
+def dcgm_values() -> dict[str, Any]:
+    return {
+        **gpu_pool_placement(),
+        # Our own ServiceMonitor below: the chart's would be applied before prometheus-operator's CRDs exist.
+        "serviceMonitor": {"enabled": False},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+    }
+
+
+def dcgm_monitor_spec() -> dict[str, Any]:
+    """honorLabels keeps the exporter's pod/namespace (the pod using the GPU) instead of renaming them exported_*
+    in favour of the exporter pod's own."""
+    return {
+        "namespaceSelector": {"matchNames": [contracts.MONITORING_NAMESPACE]},
+        "selector": {"matchLabels": {contracts.APP_NAME_LABEL: DCGM_NAME}},
+        "endpoints": [{"port": DCGM_PORT_NAME, "path": "/metrics", "interval": "15s", "honorLabels": True}],
+    }
+
+
+@dataclass(frozen=True)
+class GpuMetricsArgs:
+    kubernetes_provider: k8s.Provider
+    # The metrics stack's release: namespace and ServiceMonitor CRD come with it.
+    depends_on: list[pulumi.Resource]
+
+
+class GpuMetrics(pulumi.ComponentResource):
+    def __init__(self, name: str, args: GpuMetricsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llm-platform:components:GpuMetrics", name, None, opts)
+        on_cluster = pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider, depends_on=args.depends_on)
+        # A DaemonSet: ready at once while the GPU pool is empty, an image pull per GPU node otherwise.
+        pinned_release(name, DCGM_EXPORTER, contracts.MONITORING_NAMESPACE, dcgm_values(), on_cluster, timeout_s=600)
+        monitoring_object(f"{name}-monitor", "ServiceMonitor", DCGM_NAME, dcgm_monitor_spec(), on_cluster)
+        self.register_outputs({})

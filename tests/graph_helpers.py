@@ -1,0 +1,18 @@
+"""Lookups several test files make in the offline graph."""
+
+import json
+from typing import Any
+
+from infra.offline import Graph
+
+
+def pod_identity_grant(graph: Graph, release: str, role: str) -> dict[str, Any]:
+    """The one inline-policy statement of a Pod Identity role, after checking that its association names the
+    service account and namespace the Helm release runs."""
+    values = graph.one("kubernetes:helm.sh/v3:Release", release).inputs
+    association = graph.one("aws:eks/podIdentityAssociation:PodIdentityAssociation", role).inputs
+    assert (association["namespace"], association["serviceAccount"]) == (
+        values["namespace"], values["values"]["serviceAccount"]["name"]
+    )
+    (statement,) = json.loads(graph.one("aws:iam/rolePolicy:RolePolicy", role).inputs["policy"])["Statement"]
+    return statement
