@@ -69,7 +69,7 @@ def preview(
         written = write_manifests(kubernetes_objects(graph), render_dir)
         console.print(f"{len(written)} Kubernetes objects written to {render_dir}")
     if policy:
-        print_policy_summary(graph.to_json())
+        print_policy_summary(graph.to_json(), graph.config)
 
 
 def _print_tree(graph: Graph) -> None:

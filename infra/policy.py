@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import grpc
 import typer
@@ -28,6 +28,9 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from stacks.config import PlatformConfig
 
 console = Console(emoji=False, highlight=False)
 errors = Console(stderr=True, emoji=False, highlight=False)
@@ -330,6 +333,11 @@ def policy_command(
         Path | None,
         typer.Option("--config", help="Pack config, as --policy-pack-config (default: policies/config/<stack>.json)."),
     ] = None,
+    write_config: Annotated[
+        Path | None,
+        typer.Option("--write-config", help="Also write the pack config used (with the stack's cost figures) here, "
+                     "for `pulumi preview --policy-pack policies --policy-pack-config FILE`."),
+    ] = None,
     output: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     project_dir: Annotated[Path, typer.Option("--project-dir", help="Folder holding the stack files.")] = Path("."),
 ) -> None:
@@ -338,9 +346,11 @@ def policy_command(
     if (stack is None) == (graph_file is None) or output not in ("table", "json"):
         _fail("give exactly one of --stack or --graph, and --format table or json")
     try:
-        graph = load_graph(graph_file) if graph_file else _stack_graph(project_dir, str(stack))
+        graph, platform = _graph_and_config(project_dir, stack, graph_file)
         name = str(graph.get("stack", stack or ""))
-        config = load_config(config_file or default_config_file(name))
+        config = pack_config(graph, load_config(config_file or default_config_file(name)), platform)
+        if write_config:
+            write_config.write_text(json.dumps(config, indent=2) + "\n")
         report = run_policy(graph, config)
     except (PolicyInputError, RuntimeError) as error:
         _fail(str(error))
@@ -351,12 +361,42 @@ def policy_command(
     raise typer.Exit(code=1 if report.mandatory else 0)
 
 
-def _stack_graph(project_dir: Path, stack: str) -> dict[str, Any]:
+def pack_config(
+    graph: Mapping[str, Any], file_config: Mapping[str, Any], platform: "PlatformConfig | None"
+) -> dict[str, Any]:
+    """The pack config: the file's, plus what the stack itself decides, so nothing is written twice: its budget,
+    the cost model's GPU node-hour price and its projection (`infra/cost`: the figures `llm-platform cost` and
+    the budget alert use). The projection is the month before traffic (fixed costs and the minimum GPU
+    replicas): a floor that the budget must cover whatever the traffic."""
+    config = {name: dict(value) if isinstance(value, Mapping) else value for name, value in file_config.items()}
+    if platform is None:
+        return config
+    from infra.cost.estimate import budget_status
+
+    status = budget_status(dict(graph), platform)
+    rule = config.setdefault("cost-within-budget", {})
+    if not isinstance(rule, dict):  # an enforcement level alone: keep it, add the figures
+        rule = config["cost-within-budget"] = {"enforcementLevel": rule}
+    rule.update(gpuHourlyUsd=status["gpuNodeHourlyUsd"], monthlyBudgetUsd=status["budgetUsd"],
+                projectedMonthlyUsd=status["projectedUsd"])
+    return config
+
+
+def _graph_and_config(
+    project_dir: Path, stack: str | None, graph_file: Path | None
+) -> tuple[dict[str, Any], "PlatformConfig | None"]:
+    """The graph to check and, where the project has the graph's stack file, that stack's validated config."""
     from infra.offline import preview_stack
-    from stacks.loader import ConfigError
+    from stacks.loader import ConfigError, load_stack_file, stack_file
 
     try:
-        return preview_stack(project_dir, stack).to_json()
+        if graph_file is None:
+            built = preview_stack(project_dir, str(stack))
+            return built.to_json(), built.config
+        graph = load_graph(graph_file)
+        name = str(graph.get("stack", ""))
+        found = bool(name) and stack_file(project_dir, name).is_file()
+        return graph, load_stack_file(project_dir, name) if found else None
     except ConfigError as error:
         raise PolicyInputError(str(error)) from None
 
@@ -378,10 +418,11 @@ def print_report(report: Report) -> None:
     console.print(report.summary())
 
 
-def print_policy_summary(graph: Mapping[str, Any]) -> None:
+def print_policy_summary(graph: Mapping[str, Any], platform: "PlatformConfig") -> None:
     """The policy summary line `preview` prints under the graph (the stack's own policy config)."""
     try:
-        report = run_policy(graph, load_config(default_config_file(str(graph.get("stack", "")))))
+        file_config = load_config(default_config_file(str(graph.get("stack", ""))))
+        report = run_policy(graph, pack_config(graph, file_config, platform))
     except (PolicyInputError, RuntimeError) as error:
         console.print(f"policy check not run: {error}")
         return

@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import empty_pb2
 
 from infra.offline import Graph
-from infra.policy import PolicyInputError, Report, evaluate, load_config, load_graph, run_policy
+from infra.policy import PolicyInputError, Report, evaluate, load_config, load_graph, pack_config, run_policy
 
 from .conftest import BY_NAME, PACK_DIR
 
@@ -39,8 +39,9 @@ def test_analyzer_info_describes_every_policy(pack: Any) -> None:
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_both_stacks_over_grpc(pack: Any, stack: str, dev_graph: Graph, prod_graph: Graph) -> None:
-    graph = (dev_graph if stack == "dev" else prod_graph).to_json()
-    report = evaluate(pack, graph, stack_config(stack))
+    built = dev_graph if stack == "dev" else prod_graph
+    graph = built.to_json()
+    report = evaluate(pack, graph, pack_config(graph, stack_config(stack), built.config))
     urns = {resource["urn"] for resource in graph["resources"]}
     assert (report.stack, report.resources, report.policies) == (stack, len(urns), len(BY_NAME))
     for violation in report.violations:
@@ -50,6 +51,25 @@ def test_both_stacks_over_grpc(pack: Any, stack: str, dev_graph: Graph, prod_gra
         assert "can't run policy" not in violation.message
     # Both shipped stacks pass every mandatory rule (where one broke a rule, the stack was fixed, not the rule).
     assert [(v.policy, v.resource) for v in report.violations if v.level == "mandatory"] == []
+
+
+def test_the_stacks_budget_and_cost_projection_reach_the_pack(pack: Any, prod_graph: Graph) -> None:
+    """The budget comes from the stack file and the projection from the cost model, not from a copy in the
+    pack's config: a budget below what prod costs before any traffic fails the cost rule."""
+    graph = prod_graph.to_json()
+    config = pack_config(graph, stack_config("prod"), prod_graph.config)
+    figures = config["cost-within-budget"]
+    assert figures["monthlyBudgetUsd"] == 1500  # Pulumi.prod.yaml: llm-platform:monthlyBudgetUsd
+    assert 0 < figures["projectedMonthlyUsd"] < figures["monthlyBudgetUsd"]
+    assert "cost-within-budget" not in pairs_of(evaluate(pack, graph, config))
+
+    tight = prod_graph.config.model_copy(update={"monthly_budget_usd": figures["projectedMonthlyUsd"] / 2})
+    report = evaluate(pack, graph, pack_config(graph, stack_config("prod"), tight))
+    assert "cost-within-budget" in pairs_of(report), report.violations
+
+
+def pairs_of(report: Report) -> set[str]:
+    return {violation.policy for violation in report.violations}
 
 
 def with_dependency(graph: dict[str, Any], name: str, on: str, kind: str) -> None:
