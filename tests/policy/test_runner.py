@@ -59,7 +59,7 @@ def test_the_stacks_budget_and_cost_projection_reach_the_pack(pack: Any, prod_gr
     graph = prod_graph.to_json()
     config = pack_config(graph, stack_config("prod"), prod_graph.config)
     figures = config["cost-within-budget"]
-    assert figures["monthlyBudgetUsd"] == 1500  # Pulumi.prod.yaml: llm-platform:monthlyBudgetUsd
+    assert figures["monthlyBudgetUsd"] == 4000  # Pulumi.prod.yaml: llm-platform:monthlyBudgetUsd
     assert 0 < figures["projectedMonthlyUsd"] < figures["monthlyBudgetUsd"]
     assert "cost-within-budget" not in pairs_of(evaluate(pack, graph, config))
 
