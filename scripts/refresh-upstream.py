@@ -48,6 +48,7 @@ CHART_SOURCES: dict[str, tuple[str, str | None, str]] = {
 }
 # Chart default values the program overrides key by key (Helm merges maps, so a default survives unless removed).
 RECORDED_DEFAULTS = {"keda": ["resources"]}
+KARPENTER_COMPATIBILITY_PATH = "website/content/en/v{minor}/upgrading/compatibility.md"
 KARPENTER_POLICY_PATH = "website/content/en/v{minor}/getting-started/getting-started-with-karpenter/cloudformation.yaml"
 LBC_POLICY_PATH = "docs/install/iam_policy.json"
 EKS_AMI_REPO = "awslabs/amazon-eks-ami"
@@ -139,7 +140,8 @@ def oci_chart(sources: Sources, chart: versions.HelmChart, repo: str, directory:
         raise SystemExit(f"{chart.name}: {repo} {directory}/Chart.yaml is at {meta['version']}, pin is {chart.version}")
     fact = {
         "form": "oci", "chart": chart.chart, "name": meta["name"], "versions": [chart.version],
-        "appVersion": str(meta["appVersion"]), "source": source(repo, commit, f"{directory}/Chart.yaml"),
+        "appVersion": str(meta["appVersion"]), "kubeVersion": meta.get("kubeVersion"),
+        "source": source(repo, commit, f"{directory}/Chart.yaml"),
     }
     if repo not in sources.mirrors:
         fact["registry"] = oci_manifest(chart.chart, chart.version)
@@ -173,7 +175,8 @@ def index_chart(
         where = source(repo, "gh-pages", "index.yaml", index=f"{chart.repository}/index.yaml")
         newest = sorted(listed, key=version_key)[-10:]
         return {**fact, "versions": sorted({*newest, chart.version}, key=version_key),
-                "appVersion": str(listed[chart.version].get("appVersion", "")), "source": where}
+                "appVersion": str(listed[chart.version].get("appVersion", "")),
+                "kubeVersion": listed[chart.version].get("kubeVersion"), "source": where}
     if ref_pattern is None:
         raise SystemExit(f"{chart.name}: no index.yaml and no release tag to read Chart.yaml from")
     ref = ref_pattern.format(version=chart.version)
@@ -181,6 +184,7 @@ def index_chart(
     if (meta["name"], str(meta["version"])) != (chart.name, chart.version):
         raise SystemExit(f"{repo} {ref}:{directory}/Chart.yaml is {meta['name']} {meta['version']}")
     return {**fact, "versions": [chart.version], "appVersion": str(meta.get("appVersion", "")),
+            "kubeVersion": meta.get("kubeVersion"),
             "source": source(repo, ref, f"{directory}/Chart.yaml", commit=sources.commit(repo, ref))}
 
 
@@ -228,6 +232,25 @@ def karpenter_facts(sources: Sources) -> dict[str, Any]:
         "placeholders": sorted(set(re.findall(r"\$\{([^}]+)\}", json.dumps(policies)))),
         "policies": policies,
         "interruptionEvents": events,
+    }
+
+
+def karpenter_compatibility(sources: Sources) -> dict[str, Any]:
+    """The docs' compatibility matrix for the pinned minor: per Kubernetes version, the oldest Karpenter it needs."""
+    repo = "aws/karpenter-provider-aws"
+    minor = ".".join(versions.KARPENTER.version.split(".")[:2])
+    path = KARPENTER_COMPATIBILITY_PATH.format(minor=minor)
+    commit = sources.commit(repo, "HEAD" if repo in sources.mirrors else "main")
+    rows = {}
+    for line in sources.text(repo, commit, path).splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells[0] in ("Kubernetes", "karpenter"):
+            rows[cells[0]] = cells[1:]
+    minimums = [cell.replace("\\", "").removeprefix(">=").strip() for cell in rows["karpenter"]]
+    return {
+        "version": versions.KARPENTER.version,
+        "source": source(repo, commit, path),
+        "minimumKarpenter": dict(zip(rows["Kubernetes"], minimums, strict=True)),
     }
 
 
@@ -380,6 +403,7 @@ def main() -> None:
         write("charts", {"charts": charts}, args.checked)
     if "karpenter" in only:
         write("karpenter-controller-policy", karpenter_facts(sources), args.checked)
+        write("karpenter-compatibility", karpenter_compatibility(sources), args.checked)
     if "lbc" in only:
         write("lb-controller-iam-policy", lbc_facts(sources, charts), args.checked)
     if "ami" in only:
