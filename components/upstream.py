@@ -202,7 +202,8 @@ def in_extended_support(version: str, on: datetime.date, data: dict[str, Any] | 
     return end is not None and on > datetime.date.fromisoformat(end)
 
 
-def _numbers(version: str) -> tuple[int, ...]:
+def version_key(version: str) -> tuple[int, ...]:
+    """A version's leading numbers (`v1.23.0-0` -> (1, 23, 0)), to compare or sort by."""
     return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
@@ -212,11 +213,11 @@ def kube_version_allows(constraint: str | None, version: str) -> bool:
     if constraint is None:
         return True
     bound = re.fullmatch(r">=\s*v?(\d+\.\d+(?:\.\d+)?)(?:-0)?", constraint.strip())
-    return bound is not None and _numbers(version) >= _numbers(bound.group(1))
+    return bound is not None and version_key(version) >= version_key(bound.group(1))
 
 
 def karpenter_supports(kubernetes: str, karpenter: str, data: dict[str, Any] | None = None) -> bool:
     """Whether Karpenter `karpenter` supports Kubernetes `kubernetes` per the recorded compatibility matrix."""
     data = data if data is not None else facts("karpenter-compatibility")
     minimum = data["minimumKarpenter"].get(kubernetes)
-    return minimum is not None and _numbers(karpenter) >= _numbers(minimum)
+    return minimum is not None and version_key(karpenter) >= version_key(minimum)

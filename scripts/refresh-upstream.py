@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from components import versions  # noqa: E402
-from components.upstream import FACTS_DIR  # noqa: E402
+from components.upstream import FACTS_DIR, version_key  # noqa: E402
 
 GITHUB_RAW = "https://raw.githubusercontent.com"
 # Where each index chart lives on GitHub (for Chart.yaml/values.yaml at the release) and how its tags are named.
@@ -186,10 +186,6 @@ def index_chart(
     return {**fact, "versions": [chart.version], "appVersion": str(meta.get("appVersion", "")),
             "kubeVersion": meta.get("kubeVersion"),
             "source": source(repo, ref, f"{directory}/Chart.yaml", commit=sources.commit(repo, ref))}
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
 def cfn_document(text: str) -> dict[str, Any]:
@@ -351,6 +347,22 @@ def image_facts() -> dict[str, Any]:
     return images
 
 
+def pulumi_eks_fact() -> dict[str, str]:
+    """How the installed pulumi-eks takes the cluster version: a plain string handed to EKS (no enum to update)."""
+    import importlib.metadata
+    import inspect
+
+    import pulumi_eks
+
+    annotation = inspect.signature(pulumi_eks.ClusterArgs.__init__).parameters["version"].annotation
+    if str not in getattr(annotation, "__args__", ()):
+        raise SystemExit(f"pulumi_eks.ClusterArgs version is {annotation}, not a string: check it takes the pin")
+    return {"package": f"pulumi-eks {importlib.metadata.version('pulumi-eks')} (PyPI)",
+            "path": "pulumi_eks/cluster.py",
+            "fact": "ClusterArgs.version is pulumi.Input[str] ('Desired Kubernetes master / control plane version'), "
+                    "no enum: any version string EKS offers is accepted as given"}
+
+
 def aws_facts(region: str) -> dict[str, Any]:
     """EKS Kubernetes versions with their support dates, and ElastiCache's Redis OSS engine versions: two read-only
     describe calls with the caller's AWS credentials (boto3, from the project's dev dependencies)."""
@@ -370,9 +382,12 @@ def aws_facts(region: str) -> dict[str, Any]:
         "eks": {
             "source": {"url": "https://docs.aws.amazon.com/eks/latest/APIReference/API_DescribeClusterVersions.html",
                        "region": region},
-            "versions": {v["clusterVersion"]: {"endOfStandardSupport": day(v.get("endOfStandardSupportDate")),
+            # Listed with a release date = offered (components/upstream.py eks_version_problems).
+            "versions": {v["clusterVersion"]: {"released": day(v.get("releaseDate")),
+                                               "endOfStandardSupport": day(v.get("endOfStandardSupportDate")),
                                                "endOfExtendedSupport": day(v.get("endOfExtendedSupportDate"))}
                          for v in sorted(described, key=lambda v: version_key(v["clusterVersion"]))},
+            "pulumiEks": pulumi_eks_fact(),
         },
         "elasticacheRedis": {
             "source": {"url": "https://docs.aws.amazon.com/AmazonElastiCache/latest/APIReference/"

@@ -12,7 +12,7 @@ import pytest
 from components import upstream, versions
 from infra.cost.catalog import load_catalog
 from infra.cost.model import Context, Usage, price_graph
-from stacks.defaults import deep_merge
+from infra.offline import Graph
 from stacks.loader import ConfigError, validate
 
 # A pin must hold this long after the facts were checked, so a stale one fails the suite before it bills.
@@ -27,6 +27,11 @@ def accepted_versions() -> list[str]:
 @pytest.mark.parametrize("version", accepted_versions())
 def test_every_accepted_version_is_offered_and_in_standard_support_60_days_past_the_check(version: str) -> None:
     assert upstream.eks_version_problems(version, CHECKED, HORIZON_DAYS) == []
+
+
+def test_each_stack_deploys_a_version_in_standard_support_60_days_past_the_check(graph: Graph) -> None:
+    cluster = graph.one("eks:index:Cluster")
+    assert upstream.eks_version_problems(cluster.inputs["version"], CHECKED, HORIZON_DAYS) == [], cluster.urn
 
 
 def test_a_version_leaving_standard_support_within_the_horizon_is_reported() -> None:
@@ -65,7 +70,7 @@ def test_kube_version_constraints_read_as_helm_does() -> None:
 
 
 def test_a_version_past_standard_support_is_a_config_error_naming_the_key_and_allowed_values() -> None:
-    values = deep_merge({"cluster": {"publicAccessCidrs": ["198.51.100.0/24"]}}, {"cluster": {"kubernetesVersion": "1.34"}})
+    values = {"cluster": {"publicAccessCidrs": ["198.51.100.0/24"], "kubernetesVersion": "1.34"}}
     with pytest.raises(ConfigError) as raised:
         validate("dev", values, "Pulumi.test.yaml")
     (line,) = str(raised.value).splitlines()
@@ -75,7 +80,8 @@ def test_a_version_past_standard_support_is_a_config_error_naming_the_key_and_al
 def _control_plane(tmp_path: Path, version: str, on: datetime.date) -> tuple[str, float, tuple[str, ...]]:
     prices = {"eks.cluster": 0.1, "eks.cluster.extended": 0.6, "logs.ingest.gb": 0.5}
     document = {"region": "xx-test-1", "prices": {
-        key: {"price": value, "unit": "USD/hour", "date": "2026-11-30", "source": "test"} for key, value in prices.items()
+        key: {"price": value, "unit": "USD/hour", "date": "2026-11-30", "source": "test"}
+        for key, value in prices.items()
     }}
     (tmp_path / "xx-test-1.json").write_text(json.dumps(document))
     (tmp_path / "instances.json").write_text(json.dumps({"types": {}}))
