@@ -34,6 +34,14 @@ def test_each_stack_deploys_a_version_in_standard_support_60_days_past_the_check
     assert upstream.eks_version_problems(cluster.inputs["version"], CHECKED, HORIZON_DAYS) == [], cluster.urn
 
 
+def test_system_nodes_follow_the_control_plane_version(graph: Graph) -> None:
+    # pulumi-aws eks.NodeGroup `version`: "Defaults to EKS Cluster Kubernetes version. The provider will only perform
+    # drift detection if a configuration value is provided" (pulumi_aws/eks/node_group.py, 7.51.1).
+    cluster = graph.one("eks:index:Cluster")
+    for nodes in graph.of_type("aws:eks/nodeGroup:NodeGroup"):
+        assert nodes.inputs.get("version") == cluster.inputs["version"], nodes.urn
+
+
 def test_a_version_leaving_standard_support_within_the_horizon_is_reported() -> None:
     # 1.34: AWS lists its end of standard support as 2026-12-02, two days after the facts' check date.
     (problem,) = upstream.eks_version_problems("1.34", datetime.date(2026, 11, 30), HORIZON_DAYS)
