@@ -1,5 +1,6 @@
 """Recorded upstream facts (components/upstream/*.json, written by scripts/refresh-upstream.py) and the checks
-that hold the program to them: chart coordinates, the reference IAM policies, EKS AMI releases, vLLM's flags.
+that hold the program to them: chart coordinates, the reference IAM policies, EKS AMI releases, vLLM's flags,
+the Kubernetes versions EKS offers and supports (and what Karpenter and the charts accept).
 
 Each file names its source (repository, path, ref or URL) and the date it was checked. Checks return a list of
 problems, one line each, empty when the program agrees with upstream.
