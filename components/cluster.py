@@ -241,6 +241,9 @@ class Cluster(pulumi.ComponentResource):
             subnet_ids=args.private_subnet_ids,
             capacity_type="ON_DEMAND",
             instance_types=nodes.instance_types,
+            # Set, the node group follows a control-plane upgrade in the same `pulumi up` (after it: it reads the
+            # cluster's name); unset, pulumi-aws takes the cluster's version at creation and never compares again.
+            version=args.kubernetes_version,
             scaling_config={
                 "min_size": nodes.min_size,
                 "desired_size": nodes.desired_size,

@@ -1,11 +1,14 @@
 """Recorded upstream facts (components/upstream/*.json, written by scripts/refresh-upstream.py) and the checks
-that hold the program to them: chart coordinates, the reference IAM policies, EKS AMI releases, vLLM's flags.
+that hold the program to them: chart coordinates, the reference IAM policies, EKS AMI releases, vLLM's flags,
+the Kubernetes versions EKS offers and supports (and what Karpenter and the charts accept).
 
 Each file names its source (repository, path, ref or URL) and the date it was checked. Checks return a list of
 problems, one line each, empty when the program agrees with upstream.
 """
 
+import datetime
 import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -173,3 +176,49 @@ def vllm_flag_problems(args: list[str], data: dict[str, Any] | None = None) -> l
         elif flag in retired:
             problems.append(f"{flag}: kept by vllm {data['version']} only for backwards compatibility")
     return problems
+
+
+# --- Kubernetes versions -----------------------------------------------------------------------------------------
+
+def eks_version_problems(version: str, on: datetime.date, horizon_days: int = 0,
+                         data: dict[str, Any] | None = None) -> list[str]:
+    """Why EKS would not run `version` in standard support from `on` for `horizon_days` more days (empty when it
+    would): not offered (no recorded release date), or standard support ends first, after which AWS bills
+    extended support."""
+    data = data if data is not None else facts("aws")
+    recorded = data["eks"]["versions"].get(version) or {}
+    if not recorded.get("released"):
+        return [f"Kubernetes {version}: not recorded as offered by EKS (components/upstream/aws.json)"]
+    end = datetime.date.fromisoformat(recorded["endOfStandardSupport"])
+    until = on + datetime.timedelta(days=horizon_days)
+    if end < until:
+        return [f"Kubernetes {version}: EKS standard support ends {end}, before {until} (extended support bills)"]
+    return []
+
+
+def in_extended_support(version: str, on: datetime.date, data: dict[str, Any] | None = None) -> bool:
+    """Whether EKS bills `version` at the extended-support rate on `on` (a version not recorded: no)."""
+    data = data if data is not None else facts("aws")
+    end = (data["eks"]["versions"].get(version) or {}).get("endOfStandardSupport")
+    return end is not None and on > datetime.date.fromisoformat(end)
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """A version's leading numbers (`v1.23.0-0` -> (1, 23, 0)), to compare or sort by."""
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def kube_version_allows(constraint: str | None, version: str) -> bool:
+    """Whether a Chart.yaml `kubeVersion` admits Kubernetes `version`. Only the lower-bound form our charts use
+    (`>= 1.25.0-0`) is understood; any other constraint counts as not admitting, so a new one gets read."""
+    if constraint is None:
+        return True
+    bound = re.fullmatch(r">=\s*v?(\d+\.\d+(?:\.\d+)?)(?:-0)?", constraint.strip())
+    return bound is not None and version_key(version) >= version_key(bound.group(1))
+
+
+def karpenter_supports(kubernetes: str, karpenter: str, data: dict[str, Any] | None = None) -> bool:
+    """Whether Karpenter `karpenter` supports Kubernetes `kubernetes` per the recorded compatibility matrix."""
+    data = data if data is not None else facts("karpenter-compatibility")
+    minimum = data["minimumKarpenter"].get(kubernetes)
+    return minimum is not None and version_key(karpenter) >= version_key(minimum)

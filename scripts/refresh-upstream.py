@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from components import versions  # noqa: E402
-from components.upstream import FACTS_DIR  # noqa: E402
+from components.upstream import FACTS_DIR, version_key  # noqa: E402
 
 GITHUB_RAW = "https://raw.githubusercontent.com"
 # Where each index chart lives on GitHub (for Chart.yaml/values.yaml at the release) and how its tags are named.
@@ -56,6 +56,7 @@ CHART_SOURCES: dict[str, tuple[str, str | None, str]] = {
 }
 # Chart default values the program overrides key by key (Helm merges maps, so a default survives unless removed).
 RECORDED_DEFAULTS = {"keda": ["resources"]}
+KARPENTER_COMPATIBILITY_PATH = "website/content/en/v{minor}/upgrading/compatibility.md"
 KARPENTER_POLICY_PATH = "website/content/en/v{minor}/getting-started/getting-started-with-karpenter/cloudformation.yaml"
 LBC_POLICY_PATH = "docs/install/iam_policy.json"
 EKS_AMI_REPO = "awslabs/amazon-eks-ami"
@@ -154,7 +155,8 @@ def oci_chart(sources: Sources, chart: versions.HelmChart, repo: str, directory:
         raise SystemExit(f"{chart.name}: {repo} {directory}/Chart.yaml is at {meta['version']}, pin is {chart.version}")
     fact = {
         "form": "oci", "chart": chart.chart, "name": meta["name"], "versions": [chart.version],
-        "appVersion": str(meta["appVersion"]), "source": source(repo, commit, f"{directory}/Chart.yaml"),
+        "appVersion": str(meta["appVersion"]), "kubeVersion": meta.get("kubeVersion"),
+        "source": source(repo, commit, f"{directory}/Chart.yaml"),
     }
     if repo not in sources.mirrors:
         fact["registry"] = oci_manifest(chart.chart, chart.version)
@@ -188,7 +190,8 @@ def index_chart(
         where = source(repo, "gh-pages", pages_index_path(chart.repository), index=f"{chart.repository}/index.yaml")
         newest = sorted(listed, key=version_key)[-10:]
         return {**fact, "versions": sorted({*newest, chart.version}, key=version_key),
-                "appVersion": str(listed[chart.version].get("appVersion", "")), "source": where}
+                "appVersion": str(listed[chart.version].get("appVersion", "")),
+                "kubeVersion": listed[chart.version].get("kubeVersion"), "source": where}
     if ref_pattern is None:
         raise SystemExit(f"{chart.name}: no index.yaml and no release tag to read Chart.yaml from")
     ref = ref_pattern.format(version=chart.version)
@@ -196,11 +199,8 @@ def index_chart(
     if (meta["name"], str(meta["version"])) != (chart.name, chart.version):
         raise SystemExit(f"{repo} {ref}:{directory}/Chart.yaml is {meta['name']} {meta['version']}")
     return {**fact, "versions": [chart.version], "appVersion": str(meta.get("appVersion", "")),
+            "kubeVersion": meta.get("kubeVersion"),
             "source": source(repo, ref, f"{directory}/Chart.yaml", commit=sources.commit(repo, ref))}
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
 def cfn_document(text: str) -> dict[str, Any]:
@@ -243,6 +243,25 @@ def karpenter_facts(sources: Sources) -> dict[str, Any]:
         "placeholders": sorted(set(re.findall(r"\$\{([^}]+)\}", json.dumps(policies)))),
         "policies": policies,
         "interruptionEvents": events,
+    }
+
+
+def karpenter_compatibility(sources: Sources) -> dict[str, Any]:
+    """The docs' compatibility matrix for the pinned minor: per Kubernetes version, the oldest Karpenter it needs."""
+    repo = "aws/karpenter-provider-aws"
+    minor = ".".join(versions.KARPENTER.version.split(".")[:2])
+    path = KARPENTER_COMPATIBILITY_PATH.format(minor=minor)
+    commit = sources.commit(repo, "HEAD" if repo in sources.mirrors else "main")
+    rows = {}
+    for line in sources.text(repo, commit, path).splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells[0] in ("Kubernetes", "karpenter"):
+            rows[cells[0]] = cells[1:]
+    minimums = [cell.replace("\\", "").removeprefix(">=").strip() for cell in rows["karpenter"]]
+    return {
+        "version": versions.KARPENTER.version,
+        "source": source(repo, commit, path),
+        "minimumKarpenter": dict(zip(rows["Kubernetes"], minimums, strict=True)),
     }
 
 
@@ -343,6 +362,22 @@ def image_facts() -> dict[str, Any]:
     return images
 
 
+def pulumi_eks_fact() -> dict[str, str]:
+    """How the installed pulumi-eks takes the cluster version: a plain string handed to EKS (no enum to update)."""
+    import importlib.metadata
+    import inspect
+
+    import pulumi_eks
+
+    annotation = inspect.signature(pulumi_eks.ClusterArgs.__init__).parameters["version"].annotation
+    if str not in getattr(annotation, "__args__", ()):
+        raise SystemExit(f"pulumi_eks.ClusterArgs version is {annotation}, not a string: check it takes the pin")
+    return {"package": f"pulumi-eks {importlib.metadata.version('pulumi-eks')} (PyPI)",
+            "path": "pulumi_eks/cluster.py",
+            "fact": "ClusterArgs.version is pulumi.Input[str] ('Desired Kubernetes master / control plane version'), "
+                    "no enum: any version string EKS offers is accepted as given"}
+
+
 def aws_facts(region: str) -> dict[str, Any]:
     """EKS Kubernetes versions with their support dates, and ElastiCache's Redis OSS engine versions: two read-only
     describe calls with the caller's AWS credentials (boto3, from the project's dev dependencies)."""
@@ -362,9 +397,12 @@ def aws_facts(region: str) -> dict[str, Any]:
         "eks": {
             "source": {"url": "https://docs.aws.amazon.com/eks/latest/APIReference/API_DescribeClusterVersions.html",
                        "region": region},
-            "versions": {v["clusterVersion"]: {"endOfStandardSupport": day(v.get("endOfStandardSupportDate")),
+            # Listed with a release date = offered (components/upstream.py eks_version_problems).
+            "versions": {v["clusterVersion"]: {"released": day(v.get("releaseDate")),
+                                               "endOfStandardSupport": day(v.get("endOfStandardSupportDate")),
                                                "endOfExtendedSupport": day(v.get("endOfExtendedSupportDate"))}
                          for v in sorted(described, key=lambda v: version_key(v["clusterVersion"]))},
+            "pulumiEks": pulumi_eks_fact(),
         },
         "elasticacheRedis": {
             "source": {"url": "https://docs.aws.amazon.com/AmazonElastiCache/latest/APIReference/"
@@ -395,6 +433,7 @@ def main() -> None:
         write("charts", {"charts": charts}, args.checked)
     if "karpenter" in only:
         write("karpenter-controller-policy", karpenter_facts(sources), args.checked)
+        write("karpenter-compatibility", karpenter_compatibility(sources), args.checked)
     if "lbc" in only:
         write("lb-controller-iam-policy", lbc_facts(sources, charts), args.checked)
     if "ami" in only:

@@ -51,12 +51,8 @@ def test_every_pin_has_recorded_facts_at_its_version() -> None:
 
 def test_aws_service_versions_are_offered() -> None:
     aws = upstream.facts("aws")
-    eks = aws["eks"]["versions"]
     assert versions.ELASTICACHE_REDIS_VERSION in aws["elasticacheRedis"]["engineVersions"]
-    # As of the check date: the default in standard support, every allowed version at least in extended support.
-    assert eks[versions.KUBERNETES_VERSION]["endOfStandardSupport"] > aws["checked"]
-    for kubernetes in versions.SUPPORTED_KUBERNETES_VERSIONS:
-        assert eks[kubernetes]["endOfExtendedSupport"] > aws["checked"], kubernetes
+    # Kubernetes versions: tests/test_kubernetes_version.py (offered, and in standard support 60 days on).
 
 
 # --- Helm charts -------------------------------------------------------------------------------------------------

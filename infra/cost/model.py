@@ -5,11 +5,13 @@ Every resource type is priced by a rule below or listed in FREE with the reason;
 unpriced (never silently left out). Monthly means 730 hours; a simulated week is scaled by 730 / 168.
 """
 
+import datetime
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from components import upstream
 from components.images import KEEP_IMAGES
 from components.kube import quantity_value
 from infra.cost.catalog import HOURS_PER_MONTH, Catalog, InstanceSpec, UnpricedError, ceil_div
@@ -122,6 +124,8 @@ class Context:
     model_gb: float
     image_gb: float
     huggingface: bool
+    # The day the month priced starts: a Kubernetes version past its EKS standard support then bills extended.
+    on: datetime.date = field(default_factory=datetime.date.today)
 
     def resources(self, type_token: str) -> list[dict[str, Any]]:
         return [r for r in self.graph["resources"] if r["type"] == type_token]
@@ -220,8 +224,12 @@ class CostReport:
 def _eks(resource: dict[str, Any], ctx: Context) -> list[tuple[str, float, float, tuple[str, ...]]]:
     log_types = resource["inputs"].get("enabledClusterLogTypes") or []
     logs = len(log_types) * CONTROL_PLANE_LOG_GB_PER_TYPE * ctx.catalog.rate("logs.ingest.gb")
+    version = resource["inputs"].get("version") or ""
+    extended = upstream.in_extended_support(version, ctx.on)
+    key = "eks.cluster.extended" if extended else "eks.cluster"
+    item = f"control plane (Kubernetes {version} in extended support)" if extended else "control plane"
     return [
-        ("control plane", ctx.catalog.rate("eks.cluster") * HOURS_PER_MONTH, 0.0, ("eks.cluster",)),
+        (item, ctx.catalog.rate(key) * HOURS_PER_MONTH, 0.0, (key,)),
         (f"control-plane logs ({len(log_types)} types, est.)", 0.0, logs, ("logs.ingest.gb",)),
     ]
 

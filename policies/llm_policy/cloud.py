@@ -131,7 +131,7 @@ EKS_RULES = [
         check=_eks_version,
         # Mirrors SUPPORTED_KUBERNETES_VERSIONS in components/versions.py (AWS EKS standard support).
         config={"supportedVersions": {"type": "array", "items": {"type": "string"},
-                                      "default": ["1.32", "1.33", "1.34"]}},
+                                      "default": ["1.35"]}},
     ),
     resource_rule(
         "eks-control-plane-logging",
