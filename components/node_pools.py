@@ -97,6 +97,9 @@ class GpuPoolConfig(PoolConfig):
     root_volume_iops: int = Field(default=6000, ge=3000, le=16000)
     root_volume_throughput_mibps: int = Field(default=750, ge=125, le=1000)
     ami_alias: str = Field(default=GPU_AMI_ALIAS_DEV, pattern=AMI_ALIAS_PATTERN)
+    fast_image_pull: bool = Field(
+        default=True, description="SOCI parallel pull and unpack on AL2023 nodes (nodeadm's FastImagePull gate)."
+    )
 
     @model_validator(mode="after")
     def gpu_capacity(self) -> Self:
@@ -111,6 +114,11 @@ class GpuPoolConfig(PoolConfig):
                 "it still pulls the vLLM image"
             )
         return self
+
+    @property
+    def parallel_image_pull(self) -> bool:
+        """Whether nodes pull with SOCI parallel pull: the gate is nodeadm's, so AL2023 only."""
+        return self.fast_image_pull and self.ami_family == "al2023"
 
     @property
     def needs_device_plugin(self) -> bool:

@@ -11,6 +11,7 @@ import pulumi_kubernetes as k8s
 from pydantic import AfterValidator, Field, model_validator
 
 from components import contracts
+from components.cold_start import STARTUP_PROBE_PERIOD_S, ColdStartBudget
 from components.config_base import StrictModel
 from components.kube import Quantity, Resources, as_manifest, autoscaled
 from components.versions import VLLM_IMAGE
@@ -27,9 +28,6 @@ SHM_PATH = "/dev/shm"
 VLLM_CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 # Slack on top of preStop + vLLM's drain, for the process to exit after draining.
 EXIT_MARGIN_S = 10
-# A GPU pod's first start also waits for a Spot node (about a minute) and an 8-10 GB image pull (minutes without
-# SOCI); Pulumi's default 10-minute wait for a Deployment would fail a healthy cold start.
-NODE_AND_IMAGE_WINDOW_S = 15 * 60
 # Activation metric the gateway exports while it holds requests and no vLLM pod is ready.
 GATEWAY_PENDING_METRIC = "gateway_pending_requests"
 # Quantization methods for `--quantization` that fit a single L4/A10G-class GPU; the tests hold them to the
@@ -61,7 +59,6 @@ class VllmConfig(StrictModel):
     generation_config: Annotated[str, AfterValidator(_generation_config)] = "vllm"
     shutdown_timeout_s: int = Field(default=60, ge=0, le=3600, description="vLLM drains in-flight requests this long.")
     pre_stop_sleep_s: int = Field(default=10, ge=0, le=120, description="Lets endpoints drop the pod first.")
-    startup_timeout_s: int = Field(default=900, ge=60, le=3600, description="Image pull excluded: model load window.")
     min_replicas: int = Field(default=1, ge=0, le=100)
     max_replicas: int = Field(default=2, ge=1, le=100)
     gpus_per_pod: int = Field(default=1, ge=1, le=8)
@@ -166,11 +163,6 @@ def vllm_arguments(config: VllmConfig, model: str) -> list[str]:
     return args
 
 
-def rollout_timeout_s(config: VllmConfig) -> int:
-    """How long `pulumi up` waits for new vLLM pods to be ready: node, image pull, then the model load window."""
-    return NODE_AND_IMAGE_WINDOW_S + config.startup_timeout_s
-
-
 def grace_period_s(config: VllmConfig) -> int:
     return config.pre_stop_sleep_s + config.shutdown_timeout_s + EXIT_MARGIN_S
 
@@ -233,6 +225,8 @@ class VllmArgs:
     reader_role_arn: pulumi.Input[str]
     prometheus_url: str
     kubernetes_provider: k8s.Provider
+    # The startup probe window and Pulumi's rollout wait derive from it.
+    cold_start: ColdStartBudget
     crd_providers: list[pulumi.Resource] = field(default_factory=list)
     # The GPU NodePool (and device plugin): pods start only once Karpenter can give them a GPU node.
     capacity: list[pulumi.Resource] = field(default_factory=list)
@@ -270,8 +264,10 @@ class VllmServer(pulumi.ComponentResource):
             "ports": [{"name": contracts.METRICS_PORT_NAME, "containerPort": contracts.VLLM_PORT}],
             "env": [{"name": "AWS_REGION", "value": args.region}],
             "resources": config.resources.as_kubernetes({"nvidia.com/gpu": str(config.gpus_per_pod)}),
-            # The port opens only once the model is loaded: allow the whole load before liveness applies.
-            "startupProbe": {**http_probe, "periodSeconds": 10, "failureThreshold": config.startup_timeout_s // 10},
+            # The port opens only once the model is loaded: allow the budgeted load (probeTolerance times over)
+            # before liveness applies.
+            "startupProbe": {**http_probe, "periodSeconds": STARTUP_PROBE_PERIOD_S,
+                             "failureThreshold": args.cold_start.startup_failure_threshold},
             "readinessProbe": {**http_probe, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3},
             "livenessProbe": {**http_probe, "periodSeconds": 15, "timeoutSeconds": 5, "failureThreshold": 4},
             # Endpoints drop the pod during the sleep; then SIGTERM makes vLLM drain for --shutdown-timeout.
@@ -279,7 +275,8 @@ class VllmServer(pulumi.ComponentResource):
             "volumeMounts": [{"name": "dshm", "mountPath": SHM_PATH}],
             "securityContext": VLLM_CONTAINER_SECURITY,
         }
-        rollout_timeout = f"{rollout_timeout_s(config)}s"
+        # A first start waits for a node and the image too: Pulumi's default 10-minute wait is not the budget.
+        rollout_timeout = f"{args.cold_start.rollout_timeout_s}s"
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=metadata,

@@ -14,6 +14,15 @@ from pydantic import AfterValidator, Field, model_validator
 from components.apps import AppConfig
 from components.cache import CacheConfig
 from components.cluster import ClusterConfig
+from components.cold_start import (
+    ALB_MAX_IDLE_TIMEOUT_S,
+    ColdStartBudget,
+    ColdStartConfig,
+    ColdStartInputs,
+    cold_start_budget,
+    model_size_b,
+    weights_gb,
+)
 from components.config_base import StrictModel
 from components.edge import EdgeConfig
 from components.gateway import GatewayConfig
@@ -60,6 +69,7 @@ class ServingConfig(StrictModel):
     vllm: VllmConfig = Field(default_factory=VllmConfig)
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    cold_start: ColdStartConfig = Field(default_factory=ColdStartConfig)
     apps: list[AppConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -103,6 +113,45 @@ class PlatformConfig(StrictModel):
     def production(self) -> bool:
         """Prod protects its state and keeps what a destroy would lose (see stacks/platform.py)."""
         return self.profile == "prod"
+
+    def cold_start_budget(self) -> ColdStartBudget:
+        """The cold-start budget of this stack's GPU pods (components/cold_start.py)."""
+        vllm = self.serving.vllm
+        size_b = model_size_b(vllm.model or vllm.name_for_clients, self.simulation.model_size_b)
+        inputs = ColdStartInputs(
+            fast_image_pull=self.addons.karpenter.gpu_pool.parallel_image_pull,
+            weights_from_s3=vllm.model_source == "s3",
+            weights_gb=weights_gb(size_b, vllm.quantization),
+            shared_compile_cache=False,  # the torch.compile cache is node-local (components/vllm.py)
+        )
+        return cold_start_budget(inputs, self.serving.cold_start)
+
+    def gateway_timeouts(self) -> tuple[int, int]:
+        """The gateway's hold and the ALB's idle timeout: as set, else derived from the cold-start budget."""
+        gateway, budget = self.serving.gateway, self.cold_start_budget()
+        hold = gateway.hold_timeout_s if gateway.hold_timeout_s is not None else budget.hold_timeout_s
+        idle = gateway.idle_timeout_s or budget.idle_timeout_s(hold, gateway.upstream_read_timeout_s)
+        return hold, idle
+
+    def resolved_gateway(self) -> GatewayConfig:
+        """serving.gateway with its hold and idle timeouts filled in (gateway_timeouts)."""
+        hold, idle = self.gateway_timeouts()
+        return self.serving.gateway.model_copy(update={"hold_timeout_s": hold, "idle_timeout_s": idle})
+
+    @model_validator(mode="after")
+    def cold_start_consistent(self) -> Self:
+        hold, idle = self.gateway_timeouts()
+        if idle <= hold:
+            raise ValueError(
+                f"serving.gateway.idleTimeoutS {idle} must exceed holdTimeoutS {hold}: the ALB would close a held "
+                "request before vLLM is up"
+            )
+        if idle > ALB_MAX_IDLE_TIMEOUT_S:
+            raise ValueError(
+                f"serving.gateway: the ALB idle timeout would be {idle} s (hold {hold} s + upstreamReadTimeoutS), "
+                f"over the ALB's {ALB_MAX_IDLE_TIMEOUT_S} s: set idleTimeoutS or lower holdTimeoutS"
+            )
+        return self
 
     @model_validator(mode="after")
     def certificate_in_stack_region(self) -> Self:

@@ -61,6 +61,7 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
             reader_role_arn=core.model_store.reader_role_arn,
             prometheus_url=addons.prometheus_url,
             kubernetes_provider=provider,
+            cold_start=core.config.cold_start_budget(),
             crd_providers=addons.crd_providers,
             capacity=addons.gpu_capacity,
         ),
@@ -69,7 +70,7 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
     gateway = Gateway(
         "gateway",
         GatewayArgs(
-            config=config.gateway,
+            config=core.config.resolved_gateway(),
             image=image_for(core, "gateway", config.gateway.image, GATEWAY_BUILD),
             namespace=namespace.metadata.name,
             namespace_name=contracts.SERVING_NAMESPACE,

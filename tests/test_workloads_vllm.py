@@ -70,11 +70,12 @@ def test_vllm_has_memory_backed_shm(graph: Graph) -> None:
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
 
 
-def test_vllm_probes_allow_a_multi_minute_load(graph: Graph) -> None:
+def test_vllm_probes_allow_a_slow_load(graph: Graph) -> None:
     (container,) = _vllm_pod(graph)["containers"]
     startup = container["startupProbe"]
     assert startup["httpGet"]["path"] == "/health"
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+    # At least twice seed 004's load (22.8 s) and uncached torch.compile (60 s), weights aside.
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 2 * (22.8 + 60)
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert container["ports"] == [{"name": contracts.METRICS_PORT_NAME, "containerPort": contracts.VLLM_PORT}]
@@ -177,4 +178,5 @@ def test_pulumi_waits_out_a_cold_start(graph: Graph) -> None:
     model_load_s = startup["periodSeconds"] * startup["failureThreshold"]
     for operation in ("create", "update"):
         waited_s = int(deployment.custom_timeouts[operation].removesuffix("s"))
-        assert waited_s >= model_load_s + 10 * 60, f"{operation} gives up before node, image and model are ready"
+        # Seed 004: a Spot node is Ready in 47 s, an 8 GB image pulls in 44 s with SOCI (minutes without).
+        assert waited_s >= model_load_s + 47 + 44, f"{operation} gives up before node, image and model are ready"
