@@ -32,6 +32,7 @@ from components.network import NetworkConfig
 from components.node_pools import KARPENTER_RESERVED_TAGS, CpuPoolConfig, GpuPoolConfig
 from components.observability import ObservabilityConfig
 from components.vllm import ScalingConfig, VllmConfig
+from components.warm_capacity import WarmCapacityConfig
 from stacks.traffic import SimulationConfig, TrafficConfig
 
 AWS_REGION_PATTERN = r"^(us|eu|ap|ca|sa|me|af|il|mx)-[a-z]+-\d$"
@@ -70,6 +71,7 @@ class ServingConfig(StrictModel):
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     cold_start: ColdStartConfig = Field(default_factory=ColdStartConfig)
+    warm_capacity: WarmCapacityConfig = Field(default_factory=WarmCapacityConfig)
     apps: list[AppConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ from components.apps import Apps, AppsArgs
 from components.gateway import Gateway, GatewayArgs
 from components.images import BuildConfig, BuiltImage, BuiltImageArgs
 from components.vllm import VllmArgs, VllmServer
+from components.warm_capacity import WarmCapacity, WarmCapacityArgs
 from stacks.addons import AddonsOutputs
 from stacks.config import GATEWAY_BUILD, PROJECT_ROOT
 
@@ -67,6 +68,17 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
         ),
         on_aws,
     )
+    if config.warm_capacity.enabled:
+        WarmCapacity(
+            "warm-capacity",
+            WarmCapacityArgs(
+                config=config.warm_capacity,
+                gpus_per_pod=config.vllm.gpus_per_pod,
+                kubernetes_provider=provider,
+                crd_providers=addons.crd_providers,
+                capacity=addons.gpu_capacity,
+            ),
+        )
     gateway = Gateway(
         "gateway",
         GatewayArgs(
