@@ -22,6 +22,14 @@ DEFAULT_HF_MODEL = "Qwen/Qwen2.5-7B-Instruct"
 # concepts/scaling-deployments, "Pause autoscaling"); removing it resumes.
 PAUSED_REPLICAS_ANNOTATION = "autoscaling.keda.sh/paused-replicas"
 SHM_PATH = "/dev/shm"
+# vLLM keeps its torch.compile artifacts under VLLM_CACHE_ROOT/torch_compile_cache (vllm 0.33.0 envs.py,
+# compilation/decorators.py; components/upstream/vllm-runtime.json). On the node's disk they outlive the pod, so a
+# repeat start on that node skips most of the compile; the instance-store RAID0 (node_pools.py) is mounted at
+# /mnt/k8s-disks/0 by the AL2023 AMI (templates/al2023/runtime/bin/setup-local-disks at v20260714).
+COMPILE_CACHE_ENV = "VLLM_CACHE_ROOT"
+COMPILE_CACHE_PATH = "/var/cache/vllm"
+COMPILE_CACHE_HOST_PATH = "/mnt/k8s-disks/0/vllm-cache"
+GIB = 2**30
 # The vllm/vllm-openai image runs as root ("designed to be run under the root user", vLLM docs "Using Docker";
 # docker/Dockerfile's `vllm-openai` target sets no USER, the non-root one is a separate opt-in build target), and
 # writes its caches under /root/.cache: so no runAsNonRoot, but nothing beyond that either.
@@ -66,6 +74,10 @@ class VllmConfig(StrictModel):
         default_factory=lambda: Resources(cpu_request="4", memory_request="24Gi", cpu_limit="8", memory_limit="28Gi")
     )
     runai_streamer_concurrency: int = Field(default=16, ge=1, le=256)
+    runai_streamer_memory_limit_gib: int = Field(
+        default=4, ge=1, le=64,
+        description="CPU buffer the streamer fills from S3: a few seconds of a 10-25 Gbit/s GPU node's network.",
+    )
     shm_size: Quantity = "8Gi"
 
     @model_validator(mode="before")
@@ -158,7 +170,10 @@ def vllm_arguments(config: VllmConfig, model: str) -> list[str]:
     if config.model_source == "s3":
         args += [
             "--load-format", "runai_streamer",
-            "--model-loader-extra-config", json.dumps({"concurrency": config.runai_streamer_concurrency}),
+            "--model-loader-extra-config", json.dumps({
+                "concurrency": config.runai_streamer_concurrency,
+                "memory_limit": config.runai_streamer_memory_limit_gib * GIB,
+            }),
         ]
     return args
 
@@ -262,7 +277,8 @@ class VllmServer(pulumi.ComponentResource):
                 lambda bucket: vllm_arguments(config, model_uri(config, bucket))
             ),
             "ports": [{"name": contracts.METRICS_PORT_NAME, "containerPort": contracts.VLLM_PORT}],
-            "env": [{"name": "AWS_REGION", "value": args.region}],
+            "env": [{"name": "AWS_REGION", "value": args.region},
+                    {"name": COMPILE_CACHE_ENV, "value": COMPILE_CACHE_PATH}],
             "resources": config.resources.as_kubernetes({"nvidia.com/gpu": str(config.gpus_per_pod)}),
             # The port opens only once the model is loaded: allow the budgeted load (probeTolerance times over)
             # before liveness applies.
@@ -272,7 +288,8 @@ class VllmServer(pulumi.ComponentResource):
             "livenessProbe": {**http_probe, "periodSeconds": 15, "timeoutSeconds": 5, "failureThreshold": 4},
             # Endpoints drop the pod during the sleep; then SIGTERM makes vLLM drain for --shutdown-timeout.
             "lifecycle": {"preStop": {"sleep": {"seconds": config.pre_stop_sleep_s}}},
-            "volumeMounts": [{"name": "dshm", "mountPath": SHM_PATH}],
+            "volumeMounts": [{"name": "dshm", "mountPath": SHM_PATH},
+                             {"name": "compile-cache", "mountPath": COMPILE_CACHE_PATH}],
             "securityContext": VLLM_CONTAINER_SECURITY,
         }
         # A first start waits for a node and the image too: Pulumi's default 10-minute wait is not the budget.
@@ -295,7 +312,11 @@ class VllmServer(pulumi.ComponentResource):
                         "tolerations": [{**contracts.GPU_TAINT, "operator": "Equal"}],
                         "terminationGracePeriodSeconds": grace_period_s(config),
                         "containers": [container],
-                        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}}],
+                        "volumes": [
+                            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}},
+                            {"name": "compile-cache",
+                             "hostPath": {"path": COMPILE_CACHE_HOST_PATH, "type": "DirectoryOrCreate"}},
+                        ],
                     },
                 },
             }),

@@ -15,6 +15,7 @@ from components import contracts
 from components.config_base import StrictModel
 from components.kube import as_manifest, autoscaled
 from components.versions import PAUSE_IMAGE, VLLM_IMAGE
+from components.vllm import PAUSED_REPLICAS_ANNOTATION
 
 PLACEHOLDER_NAME = "gpu-warm-placeholder"
 # Its own namespace: not a serving workload (no PodDisruptionBudget may hold a drain up for it). Priority
@@ -107,6 +108,8 @@ class WarmCapacityArgs:
     config: WarmCapacityConfig
     gpus_per_pod: int  # vLLM's: a placeholder frees exactly what one vLLM pod needs
     kubernetes_provider: k8s.Provider
+    # No model published yet (vLLM's own autoscaler is paused): no GPU node is kept warm for nothing.
+    paused: bool = False
     crd_providers: list[pulumi.Resource] = field(default_factory=list)
     capacity: list[pulumi.Resource] = field(default_factory=list)
 
@@ -143,7 +146,7 @@ class WarmCapacity(pulumi.ComponentResource):
             f"{name}-scaledobject",
             api_version="keda.sh/v1alpha1",
             kind="ScaledObject",
-            metadata=metadata,
+            metadata={**metadata, "annotations": {PAUSED_REPLICAS_ANNOTATION: "0"} if args.paused else {}},
             spec={
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": PLACEHOLDER_NAME},
                 "minReplicaCount": 0,

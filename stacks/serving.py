@@ -74,6 +74,7 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
             WarmCapacityArgs(
                 config=config.warm_capacity,
                 gpus_per_pod=config.vllm.gpus_per_pod,
+                paused=not config.vllm.published,
                 kubernetes_provider=provider,
                 crd_providers=addons.crd_providers,
                 capacity=addons.gpu_capacity,

@@ -61,6 +61,12 @@ def test_rendered_scaled_object_validates_against_the_keda_crd(prod_graph: Graph
     assert validate_manifest(scaled) == []
 
 
+def test_no_warm_gpu_before_a_model_is_published(prod_graph: Graph) -> None:
+    """Shipped prod has no published model yet: like vLLM's, the placeholder's autoscaler is paused at zero."""
+    annotations = prod_graph.one(SCALED_OBJECT, "warm-capacity-scaledobject").inputs["metadata"]["annotations"]
+    assert annotations == {"autoscaling.keda.sh/paused-replicas": "0"}
+
+
 def test_dev_keeps_no_warm_capacity(dev_graph: Graph) -> None:
     assert not [r for r in dev_graph.resources if r.name.startswith("warm-capacity")]
 
