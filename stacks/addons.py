@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 import pulumi
 import pulumi_aws as aws
 
+from components import contracts
+from components.cold_start_monitoring import ColdStartMonitoring, ColdStartMonitoringArgs
 from components.karpenter import Karpenter, KarpenterArgs
 from components.keda import Keda, KedaArgs
 from components.node_pools import NodePools, NodePoolsArgs
@@ -81,6 +83,15 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             gpu_node_hourly_usd=gpu_node_hourly_usd(core.config),
             kubernetes_provider=provider,
             system_ready=system_ready,
+        ),
+    )
+    ColdStartMonitoring(
+        "cold-start-monitoring",
+        ColdStartMonitoringArgs(
+            budget=core.config.cold_start_budget(),
+            namespace=contracts.MONITORING_NAMESPACE,
+            kubernetes_provider=provider,
+            metrics_release=observability.release,
         ),
     )
     return AddonsOutputs(

@@ -43,7 +43,7 @@ def metric_names(expr: str) -> set[str]:
 
 
 def rules(graph: Graph) -> dict[str, dict]:
-    spec = graph.one(f"{MONITORING}:PrometheusRule").inputs["spec"]
+    spec = graph.one(f"{MONITORING}:PrometheusRule", "observability-serving-alerts").inputs["spec"]
     return {rule["alert"]: rule for group in spec["groups"] for rule in group["rules"]}
 
 
