@@ -20,6 +20,8 @@ GIB = 2**30
 # bytes per parameter by `--quantization` (4-bit methods pack two weights per byte); unquantized: bf16.
 BYTES_PER_PARAM = {"awq": 0.5, "awq_marlin": 0.5, "gptq": 0.5, "gptq_marlin": 0.5, "bitsandbytes": 0.5, "fp8": 1.0}
 BF16_BYTES = 2.0
+# The budget's model size when neither the model's name nor simulation.modelSizeB gives one: seed 000's 7B.
+ASSUMED_SIZE_B = 7.0
 # The ALB's largest idle timeout (Elastic Load Balancing API, idle_timeout.timeout_seconds: 1-4000).
 ALB_MAX_IDLE_TIMEOUT_S = 4000
 # The startup probe's period: a ready server is seen at most this late.
@@ -90,6 +92,8 @@ class ColdStartInputs:
     # a torch.compile cache a pod on a new node finds filled (a shared store); a node-local cache only helps
     # repeat starts on the same node, which neither a scale-up from nothing nor a fresh warm node is
     shared_compile_cache: bool
+    # The model's size was not known (no `7B` in its name, no simulation.modelSizeB): weights_gb is assumed.
+    weights_assumed: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,12 +150,13 @@ def image_stage(fast_image_pull: bool, image_gb: float) -> Stage:
 
 def weights_stage(inputs: ColdStartInputs, config: ColdStartConfig) -> Stage:
     gib = inputs.weights_gb * 1e9 / GIB
+    assumed = "size assumed (a 7B model in bf16; set simulation.modelSizeB): " if inputs.weights_assumed else ""
     if inputs.weights_from_s3:
         return Stage("weights", gib / S3_STREAM_GIB_S,
-                     f"{gib:.1f} GiB at {S3_STREAM_GIB_S} GiB/s: {SEED_004}, 3.9 GiB from S3 in 2.4 s (runai "
+                     f"{assumed}{gib:.1f} GiB at {S3_STREAM_GIB_S} GiB/s: {SEED_004}, 3.9 GiB from S3 in 2.4 s (runai "
                      "streamer, S3 gateway endpoint)")
     return Stage("weights", gib / config.hub_throughput_gib_s,
-                 f"{gib:.1f} GiB at coldStart.hubThroughputGibS {config.hub_throughput_gib_s} GiB/s (assumed)")
+                 f"{assumed}{gib:.1f} GiB at coldStart.hubThroughputGibS {config.hub_throughput_gib_s} GiB/s (assumed)")
 
 
 def cold_start_budget(inputs: ColdStartInputs, config: ColdStartConfig) -> ColdStartBudget:

@@ -16,9 +16,11 @@ from components.cache import CacheConfig
 from components.cluster import ClusterConfig
 from components.cold_start import (
     ALB_MAX_IDLE_TIMEOUT_S,
+    ASSUMED_SIZE_B,
     ColdStartBudget,
     ColdStartConfig,
     ColdStartInputs,
+    ModelSizeUnknown,
     cold_start_budget,
     model_size_b,
     weights_gb,
@@ -119,11 +121,16 @@ class PlatformConfig(StrictModel):
     def cold_start_budget(self) -> ColdStartBudget:
         """The cold-start budget of this stack's GPU pods (components/cold_start.py)."""
         vllm = self.serving.vllm
-        size_b = model_size_b(vllm.model or vllm.name_for_clients, self.simulation.model_size_b)
+        try:
+            size_b, assumed = model_size_b(vllm.model or vllm.name_for_clients, self.simulation.model_size_b), False
+        except ModelSizeUnknown:
+            # A published prefix need not name its size (models/<name>/<version>/): the budget still stands.
+            size_b, assumed = ASSUMED_SIZE_B, True
         inputs = ColdStartInputs(
             fast_image_pull=self.addons.karpenter.gpu_pool.parallel_image_pull,
             weights_from_s3=vllm.model_source == "s3",
             weights_gb=weights_gb(size_b, vllm.quantization),
+            weights_assumed=assumed,
             shared_compile_cache=False,  # the torch.compile cache is node-local (components/vllm.py)
         )
         return cold_start_budget(inputs, self.serving.cold_start)

@@ -123,3 +123,11 @@ def test_model_size_comes_from_the_name_or_the_override() -> None:
     assert model_size_b("models/llama/3/", 70) == 70
     with pytest.raises(ModelSizeUnknown, match="modelSizeB"):
         model_size_b("models/mystery/1/", None)
+
+
+def test_a_published_prefix_without_a_size_gets_an_assumed_budget() -> None:
+    """Promoting models/<name>/<version>/ must not fail on the budget: a 7B bf16 model is assumed, and said so."""
+    config = validate("prod", _prod_values({"serving": {"vllm": {"model": "models/qwen-test/1.0.0/"}}}), "t")
+    weights = config.cold_start_budget().in_container[0]
+    assert weights.seconds == pytest.approx(PROD_WEIGHTS_S)
+    assert "assumed" in weights.source and "modelSizeB" in weights.source
