@@ -245,6 +245,7 @@ class VllmArgs:
     crd_providers: list[pulumi.Resource] = field(default_factory=list)
     # The GPU NodePool (and device plugin): pods start only once Karpenter can give them a GPU node.
     capacity: list[pulumi.Resource] = field(default_factory=list)
+    image: pulumi.Input[str] = VLLM_IMAGE  # or its copy in the stack's ECR pull-through cache
 
 
 class VllmServer(pulumi.ComponentResource):
@@ -272,7 +273,7 @@ class VllmServer(pulumi.ComponentResource):
         http_probe = {"httpGet": {"path": "/health", "port": contracts.METRICS_PORT_NAME}}
         container: Any = {
             "name": VLLM_NAME,
-            "image": VLLM_IMAGE,
+            "image": args.image,
             "args": pulumi.Output.from_input(args.model_bucket).apply(
                 lambda bucket: vllm_arguments(config, model_uri(config, bucket))
             ),

@@ -68,7 +68,7 @@ def cron_trigger(config: WarmCapacityConfig) -> dict[str, Any]:
     }
 
 
-def placeholder_pod(gpus_per_pod: int) -> dict[str, Any]:
+def placeholder_pod(gpus_per_pod: int, vllm_image: pulumi.Input[str]) -> dict[str, Any]:
     """One GPU's worth of nothing: the pause container holds the GPU; an init container pulls the vLLM image onto
     the node (it exits at once), so the vLLM pod that preempts the placeholder finds the image there."""
     locked_down = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
@@ -82,7 +82,7 @@ def placeholder_pod(gpus_per_pod: int) -> dict[str, Any]:
         "tolerations": [{**contracts.GPU_TAINT, "operator": "Equal"}],
         "initContainers": [{
             "name": "pull-vllm-image",
-            "image": VLLM_IMAGE,
+            "image": vllm_image,
             "command": ["true"],
             "resources": {"requests": small, "limits": small},
             "securityContext": locked_down,
@@ -110,6 +110,7 @@ class WarmCapacityArgs:
     kubernetes_provider: k8s.Provider
     # No model published yet (vLLM's own autoscaler is paused): no GPU node is kept warm for nothing.
     paused: bool = False
+    vllm_image: pulumi.Input[str] = VLLM_IMAGE  # exactly what the vLLM pods pull
     crd_providers: list[pulumi.Resource] = field(default_factory=list)
     capacity: list[pulumi.Resource] = field(default_factory=list)
 
@@ -136,7 +137,10 @@ class WarmCapacity(pulumi.ComponentResource):
             spec=as_manifest({
                 "replicas": 0,  # KEDA's cron trigger sets it inside the schedule
                 "selector": {"matchLabels": labels},
-                "template": {"metadata": {"labels": labels}, "spec": placeholder_pod(args.gpus_per_pod)},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": placeholder_pod(args.gpus_per_pod, args.vllm_image),
+                },
             }),
             opts=autoscaled(pulumi.ResourceOptions.merge(
                 on_cluster, pulumi.ResourceOptions(depends_on=[priority, *args.capacity])

@@ -8,11 +8,13 @@ import pulumi_aws as aws
 
 from components import contracts
 from components.cold_start_monitoring import ColdStartMonitoring, ColdStartMonitoringArgs
+from components.image_cache import ImageCache, ImageCacheArgs, cached_image
 from components.karpenter import Karpenter, KarpenterArgs
 from components.keda import Keda, KedaArgs
 from components.node_pools import NodePools, NodePoolsArgs
 from components.nvidia import NvidiaArgs, NvidiaDevicePlugin
 from components.observability import Observability, ObservabilityArgs
+from components.versions import VLLM_IMAGE
 from infra.cost.estimate import gpu_node_hourly_usd
 
 if TYPE_CHECKING:
@@ -29,6 +31,8 @@ class AddonsOutputs:
     # What must exist before pods can be scheduled on each pool (its NodePool; for GPUs also the device plugin).
     gpu_capacity: list[pulumi.Resource] = field(default_factory=list)
     cpu_capacity: list[pulumi.Resource] = field(default_factory=list)
+    # The vLLM image as GPU nodes pull it: through the ECR pull-through cache when one is configured.
+    vllm_image: pulumi.Input[str] = VLLM_IMAGE
     outputs: dict[str, pulumi.Input[object]] = field(default_factory=dict)
 
 
@@ -85,6 +89,19 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             system_ready=system_ready,
         ),
     )
+    vllm_image: pulumi.Input[str] = VLLM_IMAGE
+    if config.image_cache.docker_hub_credential_arn:
+        ImageCache(
+            "image-cache",
+            ImageCacheArgs(
+                credential_arn=config.image_cache.docker_hub_credential_arn,
+                account_id=account_id,
+                region=core.config.region,
+                node_role_name=karpenter.node_role_name,
+            ),
+            pulumi.ResourceOptions(providers=[core.aws_provider]),
+        )
+        vllm_image = cached_image(VLLM_IMAGE, account_id, core.config.region)
     ColdStartMonitoring(
         "cold-start-monitoring",
         ColdStartMonitoringArgs(
@@ -99,6 +116,7 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
         crd_providers=[karpenter.crds, keda.release, observability.release],
         gpu_capacity=gpu_capacity,
         cpu_capacity=[pools.cpu_pool],
+        vllm_image=vllm_image,
         outputs={
             "karpenterInterruptionQueue": karpenter.queue_name,
             "karpenterControllerRoleArn": karpenter.controller_role_arn,

@@ -28,6 +28,7 @@ from components.cold_start import (
 from components.config_base import StrictModel
 from components.edge import EdgeConfig
 from components.gateway import GatewayConfig
+from components.image_cache import ImageCacheConfig
 from components.images import BuildConfig
 from components.model_store import ModelStoreConfig
 from components.network import NetworkConfig
@@ -66,6 +67,7 @@ class AddonsConfig(StrictModel):
     karpenter: KarpenterConfig = Field(default_factory=KarpenterConfig)
     keda: KedaConfig = Field(default_factory=KedaConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    image_cache: ImageCacheConfig = Field(default_factory=ImageCacheConfig)
 
 
 class ServingConfig(StrictModel):

@@ -65,6 +65,7 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
             cold_start=core.config.cold_start_budget(),
             crd_providers=addons.crd_providers,
             capacity=addons.gpu_capacity,
+            image=addons.vllm_image,
         ),
         on_aws,
     )
@@ -75,6 +76,7 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
                 config=config.warm_capacity,
                 gpus_per_pod=config.vllm.gpus_per_pod,
                 paused=not config.vllm.published,
+                vllm_image=addons.vllm_image,
                 kubernetes_provider=provider,
                 crd_providers=addons.crd_providers,
                 capacity=addons.gpu_capacity,
