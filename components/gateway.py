@@ -56,8 +56,9 @@ class GatewayConfig(StrictModel):
     cpu_target_percent: int = Field(default=70, ge=10, le=100)
     workers: int = Field(default=2, ge=1, le=32)
     resources: Resources = Field(default_factory=lambda: SMALL_CPU_SERVICE)
-    hold_timeout_s: int = Field(default=300, ge=0, le=1800, description="Hold requests this long while vLLM starts.")
-    idle_timeout_s: int = Field(default=600, ge=60, le=4000, description="ALB idle timeout; streams stay open.")
+    # Unset: derived from the cold-start budget (components/cold_start.py; the stack fills them in).
+    hold_timeout_s: int | None = Field(default=None, ge=0, le=1800, description="Hold requests while vLLM starts.")
+    idle_timeout_s: int | None = Field(default=None, ge=60, le=4000, description="ALB idle timeout; streams stay open.")
     drain_timeout_s: int = Field(default=60, ge=0, le=600)
     pre_stop_sleep_s: int = Field(default=5, ge=0, le=60)
     upstream_connect_timeout_s: int = Field(default=5, ge=1, le=60)
@@ -83,7 +84,9 @@ class GatewayConfig(StrictModel):
     def consistent(self) -> Self:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"minReplicas {self.min_replicas} is above maxReplicas {self.max_replicas}")
-        if self.idle_timeout_s <= self.hold_timeout_s:
+        if self.idle_timeout_s is not None and self.hold_timeout_s is not None and (
+            self.idle_timeout_s <= self.hold_timeout_s
+        ):
             raise ValueError(
                 f"idleTimeoutS {self.idle_timeout_s} must exceed holdTimeoutS {self.hold_timeout_s}: the ALB would "
                 "close a held request before vLLM is up"

@@ -85,5 +85,8 @@ CPU_AMI_ALIAS_PROD = "al2023@v20260714"
 
 VLLM_VERSION = "0.33.0"
 VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"
+# The warm-capacity placeholder's container (kubernetes build/pause; non-root since 3.5; kubeadm's default sandbox
+# image since Kubernetes 1.31).
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 # The gateway image is not pinned here: each stack builds serving/Dockerfile and runs the digest it pushed
 # (components/images.py), unless serving.gateway.image names an existing one.

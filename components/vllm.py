@@ -11,6 +11,7 @@ import pulumi_kubernetes as k8s
 from pydantic import AfterValidator, Field, model_validator
 
 from components import contracts
+from components.cold_start import STARTUP_PROBE_PERIOD_S, ColdStartBudget
 from components.config_base import StrictModel
 from components.kube import Quantity, Resources, as_manifest, autoscaled, one_at_a_time_budget
 from components.versions import VLLM_IMAGE
@@ -21,15 +22,20 @@ DEFAULT_HF_MODEL = "Qwen/Qwen2.5-7B-Instruct"
 # concepts/scaling-deployments, "Pause autoscaling"); removing it resumes.
 PAUSED_REPLICAS_ANNOTATION = "autoscaling.keda.sh/paused-replicas"
 SHM_PATH = "/dev/shm"
+# vLLM keeps its torch.compile artifacts under VLLM_CACHE_ROOT/torch_compile_cache (vllm 0.33.0 envs.py,
+# compilation/decorators.py; components/upstream/vllm-runtime.json). On the node's disk they outlive the pod, so a
+# repeat start on that node skips most of the compile; the instance-store RAID0 (node_pools.py) is mounted at
+# /mnt/k8s-disks/0 by the AL2023 AMI (templates/al2023/runtime/bin/setup-local-disks at v20260714).
+COMPILE_CACHE_ENV = "VLLM_CACHE_ROOT"
+COMPILE_CACHE_PATH = "/var/cache/vllm"
+COMPILE_CACHE_HOST_PATH = "/mnt/k8s-disks/0/vllm-cache"
+GIB = 2**30
 # The vllm/vllm-openai image runs as root ("designed to be run under the root user", vLLM docs "Using Docker";
 # docker/Dockerfile's `vllm-openai` target sets no USER, the non-root one is a separate opt-in build target), and
 # writes its caches under /root/.cache: so no runAsNonRoot, but nothing beyond that either.
 VLLM_CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 # Slack on top of preStop + vLLM's drain, for the process to exit after draining.
 EXIT_MARGIN_S = 10
-# A GPU pod's first start also waits for a Spot node (about a minute) and an 8-10 GB image pull (minutes without
-# SOCI); Pulumi's default 10-minute wait for a Deployment would fail a healthy cold start.
-NODE_AND_IMAGE_WINDOW_S = 15 * 60
 # Activation metric the gateway exports while it holds requests and no vLLM pod is ready.
 GATEWAY_PENDING_METRIC = "gateway_pending_requests"
 # dcgm-exporter's GPU busy percentage (components/gpu_metrics.py), mapped to the pod that holds the GPU.
@@ -63,7 +69,6 @@ class VllmConfig(StrictModel):
     generation_config: Annotated[str, AfterValidator(_generation_config)] = "vllm"
     shutdown_timeout_s: int = Field(default=60, ge=0, le=3600, description="vLLM drains in-flight requests this long.")
     pre_stop_sleep_s: int = Field(default=10, ge=0, le=120, description="Lets endpoints drop the pod first.")
-    startup_timeout_s: int = Field(default=900, ge=60, le=3600, description="Image pull excluded: model load window.")
     min_replicas: int = Field(default=1, ge=0, le=100)
     max_replicas: int = Field(default=2, ge=1, le=100)
     gpus_per_pod: int = Field(default=1, ge=1, le=8)
@@ -71,6 +76,10 @@ class VllmConfig(StrictModel):
         default_factory=lambda: Resources(cpu_request="4", memory_request="24Gi", cpu_limit="8", memory_limit="28Gi")
     )
     runai_streamer_concurrency: int = Field(default=16, ge=1, le=256)
+    runai_streamer_memory_limit_gib: int = Field(
+        default=4, ge=1, le=64,
+        description="CPU buffer the streamer fills from S3: a few seconds of a 10-25 Gbit/s GPU node's network.",
+    )
     shm_size: Quantity = "8Gi"
 
     @model_validator(mode="before")
@@ -168,14 +177,12 @@ def vllm_arguments(config: VllmConfig, model: str) -> list[str]:
     if config.model_source == "s3":
         args += [
             "--load-format", "runai_streamer",
-            "--model-loader-extra-config", json.dumps({"concurrency": config.runai_streamer_concurrency}),
+            "--model-loader-extra-config", json.dumps({
+                "concurrency": config.runai_streamer_concurrency,
+                "memory_limit": config.runai_streamer_memory_limit_gib * GIB,
+            }),
         ]
     return args
-
-
-def rollout_timeout_s(config: VllmConfig) -> int:
-    """How long `pulumi up` waits for new vLLM pods to be ready: node, image pull, then the model load window."""
-    return NODE_AND_IMAGE_WINDOW_S + config.startup_timeout_s
 
 
 def grace_period_s(config: VllmConfig) -> int:
@@ -250,9 +257,12 @@ class VllmArgs:
     reader_role_arn: pulumi.Input[str]
     prometheus_url: str
     kubernetes_provider: k8s.Provider
+    # The startup probe window and Pulumi's rollout wait derive from it.
+    cold_start: ColdStartBudget
     crd_providers: list[pulumi.Resource] = field(default_factory=list)
     # The GPU NodePool (and device plugin): pods start only once Karpenter can give them a GPU node.
     capacity: list[pulumi.Resource] = field(default_factory=list)
+    image: pulumi.Input[str] = VLLM_IMAGE  # or its copy in the stack's ECR pull-through cache
 
 
 class VllmServer(pulumi.ComponentResource):
@@ -280,23 +290,28 @@ class VllmServer(pulumi.ComponentResource):
         http_probe = {"httpGet": {"path": "/health", "port": contracts.METRICS_PORT_NAME}}
         container: Any = {
             "name": VLLM_NAME,
-            "image": VLLM_IMAGE,
+            "image": args.image,
             "args": pulumi.Output.from_input(args.model_bucket).apply(
                 lambda bucket: vllm_arguments(config, model_uri(config, bucket))
             ),
             "ports": [{"name": contracts.METRICS_PORT_NAME, "containerPort": contracts.VLLM_PORT}],
-            "env": [{"name": "AWS_REGION", "value": args.region}],
+            "env": [{"name": "AWS_REGION", "value": args.region},
+                    {"name": COMPILE_CACHE_ENV, "value": COMPILE_CACHE_PATH}],
             "resources": config.resources.as_kubernetes({"nvidia.com/gpu": str(config.gpus_per_pod)}),
-            # The port opens only once the model is loaded: allow the whole load before liveness applies.
-            "startupProbe": {**http_probe, "periodSeconds": 10, "failureThreshold": config.startup_timeout_s // 10},
+            # The port opens only once the model is loaded: allow the budgeted load (probeTolerance times over)
+            # before liveness applies.
+            "startupProbe": {**http_probe, "periodSeconds": STARTUP_PROBE_PERIOD_S,
+                             "failureThreshold": args.cold_start.startup_failure_threshold},
             "readinessProbe": {**http_probe, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3},
             "livenessProbe": {**http_probe, "periodSeconds": 15, "timeoutSeconds": 5, "failureThreshold": 4},
             # Endpoints drop the pod during the sleep; then SIGTERM makes vLLM drain for --shutdown-timeout.
             "lifecycle": {"preStop": {"sleep": {"seconds": config.pre_stop_sleep_s}}},
-            "volumeMounts": [{"name": "dshm", "mountPath": SHM_PATH}],
+            "volumeMounts": [{"name": "dshm", "mountPath": SHM_PATH},
+                             {"name": "compile-cache", "mountPath": COMPILE_CACHE_PATH}],
             "securityContext": VLLM_CONTAINER_SECURITY,
         }
-        rollout_timeout = f"{rollout_timeout_s(config)}s"
+        # A first start waits for a node and the image too: Pulumi's default 10-minute wait is not the budget.
+        rollout_timeout = f"{args.cold_start.rollout_timeout_s}s"
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=metadata,
@@ -315,7 +330,11 @@ class VllmServer(pulumi.ComponentResource):
                         "tolerations": [{**contracts.GPU_TAINT, "operator": "Equal"}],
                         "terminationGracePeriodSeconds": grace_period_s(config),
                         "containers": [container],
-                        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}}],
+                        "volumes": [
+                            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}},
+                            {"name": "compile-cache",
+                             "hostPath": {"path": COMPILE_CACHE_HOST_PATH, "type": "DirectoryOrCreate"}},
+                        ],
                     },
                 },
             }),

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from components.cold_start import describe
 from infra.cost.cli import register as register_cost_commands
 from infra.cost.estimate import preview_total
 from infra.loadtest.command import loadtest
@@ -59,6 +60,8 @@ def preview(
     _print_tree(graph)
     _print_outputs(graph)
     console.print(preview_total(graph.to_json(), graph.config))
+    for line in describe(graph.config.cold_start_budget(), *graph.config.gateway_timeouts()):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     for placeholder in find_placeholders(graph.config):
         errors.print(f"warning: {placeholder.message(stack_file(project_dir, stack).name)}", markup=False,
                      soft_wrap=True)

@@ -358,6 +358,11 @@ def image_facts() -> dict[str, Any]:
     url = f"https://hub.docker.com/v2/repositories/{repository}/tags/{tag}"
     found = json.loads(http(url))
     images[versions.VLLM_IMAGE] = {"exists": True, "digest": found.get("digest"), "source": {"url": url}}
+    # The warm-capacity placeholder's pause image: the registry's OCI tag list.
+    repository, tag = versions.PAUSE_IMAGE.removeprefix("registry.k8s.io/").split(":")
+    url = f"https://registry.k8s.io/v2/{repository}/tags/list"
+    images[versions.PAUSE_IMAGE] = {"exists": tag in json.loads(http(url))["tags"], "digest": None,
+                                    "source": {"url": url}}
     # The gateway image is the project's own (serving/Dockerfile): nothing upstream to check.
     return images
 

@@ -6,8 +6,11 @@ from typing import TYPE_CHECKING
 import pulumi
 import pulumi_aws as aws
 
+from components import contracts
+from components.cold_start_monitoring import ColdStartMonitoring, ColdStartMonitoringArgs
 from components.dashboards import Dashboards, DashboardsArgs
 from components.gpu_metrics import GpuMetrics, GpuMetricsArgs
+from components.image_cache import ImageCache, ImageCacheArgs, cached_image
 from components.karpenter import Karpenter, KarpenterArgs
 from components.keda import Keda, KedaArgs
 from components.log_shipping import LogShipping, LogShippingArgs
@@ -17,6 +20,7 @@ from components.observability import Observability, ObservabilityArgs
 from components.slo import ServiceLevels, ServiceLevelsArgs
 from components.storage import BlockStorage, BlockStorageArgs
 from components.tracing import Tracing, TracingArgs
+from components.versions import VLLM_IMAGE
 from infra.cost.estimate import gpu_node_hourly_usd
 
 if TYPE_CHECKING:
@@ -33,6 +37,8 @@ class AddonsOutputs:
     # What must exist before pods can be scheduled on each pool (its NodePool; for GPUs also the device plugin).
     gpu_capacity: list[pulumi.Resource] = field(default_factory=list)
     cpu_capacity: list[pulumi.Resource] = field(default_factory=list)
+    # The vLLM image as GPU nodes pull it: through the ECR pull-through cache when one is configured.
+    vllm_image: pulumi.Input[str] = VLLM_IMAGE
     outputs: dict[str, pulumi.Input[object]] = field(default_factory=dict)
 
 
@@ -147,11 +153,34 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
         if config.logs.enabled
         else None
     )
+    vllm_image: pulumi.Input[str] = VLLM_IMAGE
+    if config.image_cache.docker_hub_credential_arn:
+        ImageCache(
+            "image-cache",
+            ImageCacheArgs(
+                credential_arn=config.image_cache.docker_hub_credential_arn,
+                account_id=account_id,
+                region=core.config.region,
+                node_role_name=karpenter.node_role_name,
+            ),
+            pulumi.ResourceOptions(providers=[core.aws_provider]),
+        )
+        vllm_image = cached_image(VLLM_IMAGE, account_id, core.config.region)
+    ColdStartMonitoring(
+        "cold-start-monitoring",
+        ColdStartMonitoringArgs(
+            budget=core.config.cold_start_budget(),
+            namespace=contracts.MONITORING_NAMESPACE,
+            kubernetes_provider=provider,
+            metrics_release=observability.release,
+        ),
+    )
     return AddonsOutputs(
         prometheus_url=observability.prometheus_url,
         crd_providers=[karpenter.crds, keda.release, observability.release],
         gpu_capacity=gpu_capacity,
         cpu_capacity=[pools.cpu_pool],
+        vllm_image=vllm_image,
         outputs={
             "karpenterInterruptionQueue": karpenter.queue_name,
             "karpenterControllerRoleArn": karpenter.controller_role_arn,

@@ -15,9 +15,21 @@ from components.alerting import AlertingConfig
 from components.apps import AppConfig
 from components.cache import CacheConfig
 from components.cluster import ClusterConfig
+from components.cold_start import (
+    ALB_MAX_IDLE_TIMEOUT_S,
+    ASSUMED_SIZE_B,
+    ColdStartBudget,
+    ColdStartConfig,
+    ColdStartInputs,
+    ModelSizeUnknown,
+    cold_start_budget,
+    model_size_b,
+    weights_gb,
+)
 from components.config_base import StrictModel
 from components.edge import EdgeConfig
 from components.gateway import GatewayConfig
+from components.image_cache import ImageCacheConfig
 from components.images import BuildConfig
 from components.log_shipping import LogsConfig
 from components.model_store import ModelStoreConfig
@@ -27,6 +39,7 @@ from components.observability import ObservabilityConfig
 from components.slo import SloConfig
 from components.tracing import TracingConfig
 from components.vllm import ScalingConfig, VllmConfig
+from components.warm_capacity import WarmCapacityConfig
 from stacks.traffic import SimulationConfig, TrafficConfig
 
 AWS_REGION_PATTERN = r"^(us|eu|ap|ca|sa|me|af|il|mx)-[a-z]+-\d$"
@@ -62,12 +75,15 @@ class AddonsConfig(StrictModel):
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     logs: LogsConfig = Field(default_factory=LogsConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    image_cache: ImageCacheConfig = Field(default_factory=ImageCacheConfig)
 
 
 class ServingConfig(StrictModel):
     vllm: VllmConfig = Field(default_factory=VllmConfig)
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    cold_start: ColdStartConfig = Field(default_factory=ColdStartConfig)
+    warm_capacity: WarmCapacityConfig = Field(default_factory=WarmCapacityConfig)
     apps: list[AppConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -111,6 +127,50 @@ class PlatformConfig(StrictModel):
     def production(self) -> bool:
         """Prod protects its state and keeps what a destroy would lose (see stacks/platform.py)."""
         return self.profile == "prod"
+
+    def cold_start_budget(self) -> ColdStartBudget:
+        """The cold-start budget of this stack's GPU pods (components/cold_start.py)."""
+        vllm = self.serving.vllm
+        try:
+            size_b, assumed = model_size_b(vllm.model or vllm.name_for_clients, self.simulation.model_size_b), False
+        except ModelSizeUnknown:
+            # A published prefix need not name its size (models/<name>/<version>/): the budget still stands.
+            size_b, assumed = ASSUMED_SIZE_B, True
+        inputs = ColdStartInputs(
+            fast_image_pull=self.addons.karpenter.gpu_pool.parallel_image_pull,
+            weights_from_s3=vllm.model_source == "s3",
+            weights_gb=weights_gb(size_b, vllm.quantization),
+            weights_assumed=assumed,
+            shared_compile_cache=False,  # the torch.compile cache is node-local (components/vllm.py)
+        )
+        return cold_start_budget(inputs, self.serving.cold_start)
+
+    def gateway_timeouts(self) -> tuple[int, int]:
+        """The gateway's hold and the ALB's idle timeout: as set, else derived from the cold-start budget."""
+        gateway, budget = self.serving.gateway, self.cold_start_budget()
+        hold = gateway.hold_timeout_s if gateway.hold_timeout_s is not None else budget.hold_timeout_s
+        idle = gateway.idle_timeout_s or budget.idle_timeout_s(hold, gateway.upstream_read_timeout_s)
+        return hold, idle
+
+    def resolved_gateway(self) -> GatewayConfig:
+        """serving.gateway with its hold and idle timeouts filled in (gateway_timeouts)."""
+        hold, idle = self.gateway_timeouts()
+        return self.serving.gateway.model_copy(update={"hold_timeout_s": hold, "idle_timeout_s": idle})
+
+    @model_validator(mode="after")
+    def cold_start_consistent(self) -> Self:
+        hold, idle = self.gateway_timeouts()
+        if idle <= hold:
+            raise ValueError(
+                f"serving.gateway.idleTimeoutS {idle} must exceed holdTimeoutS {hold}: the ALB would close a held "
+                "request before vLLM is up"
+            )
+        if idle > ALB_MAX_IDLE_TIMEOUT_S:
+            raise ValueError(
+                f"serving.gateway: the ALB idle timeout would be {idle} s (hold {hold} s + upstreamReadTimeoutS), "
+                f"over the ALB's {ALB_MAX_IDLE_TIMEOUT_S} s: set idleTimeoutS or lower holdTimeoutS"
+            )
+        return self
 
     @model_validator(mode="after")
     def certificate_in_stack_region(self) -> Self:

@@ -112,6 +112,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
                 "cooldownPeriodS": 600,
                 "gpuUtilizationPercent": 85,
             },
+            # A GPU node up, image pulled, through business hours in the region's time zone (us-west-2).
+            "warmCapacity": {"enabled": True, "timezone": "America/Los_Angeles", "start": "0 8 * * 1-5",
+                             "end": "0 18 * * 1-5"},
             "gateway": {
                 "minReplicas": 2,
                 "maxReplicas": 6,

@@ -11,6 +11,7 @@ from components.gateway import Gateway, GatewayArgs
 from components.images import BuildConfig, BuiltImage, BuiltImageArgs
 from components.tracing import gateway_env
 from components.vllm import VllmArgs, VllmServer
+from components.warm_capacity import WarmCapacity, WarmCapacityArgs
 from stacks.addons import AddonsOutputs
 from stacks.config import GATEWAY_BUILD, PROJECT_ROOT
 
@@ -62,15 +63,30 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
             reader_role_arn=core.model_store.reader_role_arn,
             prometheus_url=addons.prometheus_url,
             kubernetes_provider=provider,
+            cold_start=core.config.cold_start_budget(),
             crd_providers=addons.crd_providers,
             capacity=addons.gpu_capacity,
+            image=addons.vllm_image,
         ),
         on_aws,
     )
+    if config.warm_capacity.enabled:
+        WarmCapacity(
+            "warm-capacity",
+            WarmCapacityArgs(
+                config=config.warm_capacity,
+                gpus_per_pod=config.vllm.gpus_per_pod,
+                paused=not config.vllm.published,
+                vllm_image=addons.vllm_image,
+                kubernetes_provider=provider,
+                crd_providers=addons.crd_providers,
+                capacity=addons.gpu_capacity,
+            ),
+        )
     gateway = Gateway(
         "gateway",
         GatewayArgs(
-            config=config.gateway,
+            config=core.config.resolved_gateway(),
             image=image_for(core, "gateway", config.gateway.image, GATEWAY_BUILD),
             namespace=namespace.metadata.name,
             namespace_name=contracts.SERVING_NAMESPACE,

@@ -64,12 +64,9 @@ class TrafficConfig(StrictModel):
 
 
 class SimulationConfig(StrictModel):
-    """The GPU tier's timings and throughput model. Cold-start defaults: the README's budget (measured upstream on
-    g5.2xlarge Spot, 7B model): node ready 47 s, 8 GB image with SOCI 44 s, weights + load + compile 33 s."""
+    """The GPU tier's timings and throughput model. Cold starts are not here: the simulator takes them from the
+    stack's cold-start budget (components/cold_start.py, `serving.coldStart`)."""
 
-    node_launch_s: float = Field(default=47, ge=0, le=3600)
-    image_pull_s: float = Field(default=44, ge=0, le=3600)
-    model_load_s: float = Field(default=33, ge=0, le=3600)
     hpa_sync_s: float = Field(default=15, gt=0, le=300, description="kube-controller-manager HPA sync period.")
     spot_interruptions_per_node_hour: float = Field(default=0.002, ge=0, le=1)
     bandwidth_efficiency: float = Field(default=0.7, gt=0, le=1, description="Share of HBM bandwidth decode uses.")
@@ -78,9 +75,5 @@ class SimulationConfig(StrictModel):
         default=None, gt=0, le=2000, description="Billions of parameters; unset: read from serving.vllm.model (7B)."
     )
     cache_hit_latency_s: float = Field(default=0.002, ge=0, description="Gateway cache answer (docs/gateway.md).")
-    image_gb: float = Field(default=8, ge=0, description="vLLM image pulled through NAT on each new GPU node.")
     seed: int = 14
 
-    @property
-    def cold_node_s(self) -> float:
-        return self.node_launch_s + self.image_pull_s + self.model_load_s

@@ -40,6 +40,8 @@ EXPORTED: dict[str, set[str]] = {
         "kube_horizontalpodautoscaler_status_desired_replicas", "kube_horizontalpodautoscaler_status_current_replicas",
         "kube_horizontalpodautoscaler_spec_max_replicas", "kube_deployment_status_replicas_ready",
         "kube_deployment_spec_replicas", "kube_deployment_status_replicas_updated",
+        # internal/store/pod.go: creation and Ready timestamps, for the cold-start recording rule.
+        "kube_pod_created", "kube_pod_status_ready_time",
     },
     # The kubelet's cAdvisor endpoint, scraped by kube-prometheus-stack's kubelet ServiceMonitor (cadvisor: true).
     "kubelet-cadvisor": {"container_memory_working_set_bytes"},

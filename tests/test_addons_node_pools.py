@@ -1,13 +1,22 @@
 """Karpenter node pools: where GPU and CPU capacity comes from, what it costs at most, and that the serving
 workloads land on the pool meant for them."""
 
+import email
 import json
 
 import pytest
+import yaml
 from k8s_schemas import validate_manifest
 
-from components import contracts
-from components.node_pools import NodeClassSpec, block_device_mappings, duration_seconds
+from components import contracts, upstream
+from components.node_pools import (
+    GpuPoolConfig,
+    NodeClassSpec,
+    block_device_mappings,
+    duration_seconds,
+    ec2_node_class,
+    node_class_spec,
+)
 from infra.offline import Graph
 from infra.render import kubernetes_objects
 
@@ -121,3 +130,42 @@ def test_serving_workloads_schedule_onto_a_pool(graph: Graph, workload: str) -> 
             and (t.get("operator") == "Exists" or t.get("value") == taint["value"])
             for t in pod.get("tolerations", [])
         ), f"{workload} does not tolerate {taint}"
+
+
+def _node_config(user_data: str) -> dict:
+    """The nodeadm NodeConfig part of an AL2023 node class's MIME user data."""
+    message = email.message_from_string(user_data)
+    assert message.is_multipart()
+    facts = upstream.facts("nodeadm")
+    (part,) = [p for p in message.get_payload() if p.get_content_type() == facts["userDataContentType"]]
+    return yaml.safe_load(part.get_payload())
+
+
+def test_gpu_nodes_pull_in_parallel_onto_local_nvme(graph: Graph) -> None:
+    """GPU nodes turn on nodeadm's FastImagePull (SOCI parallel pull/unpack) and keep kubelet pulls parallel;
+    containerd and SOCI live on the instance-store RAID0. Names as recorded from amazon-eks-ami at the pinned
+    AMI release (components/upstream/nodeadm.json)."""
+    facts = upstream.facts("nodeadm")
+    node_class = graph.one(NODE_CLASS, "node-pools-gpu-ec2nodeclass")
+    spec = node_class.inputs["spec"]
+    config = _node_config(spec["userData"])
+    assert (config["apiVersion"], config["kind"]) == (facts["apiVersion"], facts["kind"]), node_class.urn
+    assert set(config["spec"]) <= set(facts["specFields"]), node_class.urn
+    assert config["spec"]["featureGates"] == {"FastImagePull": True}, node_class.urn
+    assert set(config["spec"]["featureGates"]) <= set(facts["featureGates"]), node_class.urn
+    assert config["spec"]["kubelet"] == {"config": {"serializeImagePulls": False}}, node_class.urn
+    assert spec["instanceStorePolicy"] == "RAID0", node_class.urn
+    assert spec["amiSelectorTerms"][0]["alias"].startswith("al2023@"), node_class.urn
+
+
+def test_cpu_nodes_keep_karpenters_default_user_data(graph: Graph) -> None:
+    spec = graph.one(NODE_CLASS, "node-pools-cpu-ec2nodeclass").inputs["spec"]
+    assert "userData" not in spec and "instanceStorePolicy" not in spec
+
+
+def test_bottlerocket_gpu_nodes_get_no_nodeadm_config() -> None:
+    """nodeadm is AL2023's: a Bottlerocket pool gets no FastImagePull user data, and its budget no SOCI pull."""
+    pool_config = GpuPoolConfig(amiAlias="bottlerocket@latest")
+    spec = node_class_spec("gpu", pool_config, {})
+    assert "userData" not in ec2_node_class(spec, "c", "r")["spec"]
+    assert not pool_config.parallel_image_pull

@@ -160,8 +160,8 @@ def test_the_cost_alert_and_the_budget_check_use_one_gpu_price(graph: Graph) -> 
     status = budget_status(graph.to_json(), graph.config)
     # A vLLM pod asks for 4 CPU and 24 Gi: no xlarge of g5/g6 (16 GiB) holds it, g6.2xlarge Spot is the cheapest.
     assert status["gpuNodeHourlyUsd"] == load_catalog(graph.config.region).rate("ec2.g6.2xlarge.spot")
-    alerts = graph.one("kubernetes:monitoring.coreos.com/v1:PrometheusRule", "observability-serving-alerts")
-    spec = alerts.inputs["spec"]
+    rule = graph.one("kubernetes:monitoring.coreos.com/v1:PrometheusRule", "observability-serving-alerts")
+    spec = rule.inputs["spec"]
     alerts = {rule.get("alert"): rule["expr"] for group in spec["groups"] for rule in group["rules"]}
     expr = alerts["LlmProjectedMonthlyCostOverBudget"]
     assert f" * {status['gpuNodeHourlyUsd']:.4g} * 730 " in expr, expr

@@ -38,10 +38,12 @@ def rules(graph: Graph) -> list[dict[str, Any]]:
             for rule in group["rules"]]
 
 
-def test_five_dashboards_with_unique_uids(graph: Graph) -> None:
+def test_six_dashboards_with_unique_uids(graph: Graph) -> None:
     models = dashboards(graph)
-    assert set(models) == {"LLM serving", "LLM GPUs", "LLM scaling", "LLM cost", "LLM user experience"}
-    assert len({model["uid"] for model in models.values()}) == 5
+    assert set(models) == {
+        "LLM serving", "LLM GPUs", "LLM scaling", "LLM cost", "LLM user experience", "LLM cold start"
+    }
+    assert len({model["uid"] for model in models.values()}) == 6
     for model in models.values():
         assert model["panels"] and all(panel["targets"] for panel in model["panels"])
         assert len({panel["id"] for panel in model["panels"]}) == len(model["panels"])

@@ -42,7 +42,8 @@ def test_prod_streams_the_published_version_from_its_bucket(published_prod_graph
     assert container["args"][0] == f"s3://{bucket}/{PUBLISHED}"
     assert _flag(container["args"], "--load-format") == "runai_streamer"
     assert spec["replicas"] >= 1, "a published model is served from the first deploy that names it"
-    assert PAUSE not in published_prod_graph.one(SCALED_OBJECT).inputs["metadata"].get("annotations", {})
+    scaled = published_prod_graph.one(SCALED_OBJECT, "vllm-scaledobject")
+    assert PAUSE not in scaled.inputs["metadata"].get("annotations", {})
     assert not HF_TOKEN_ENV & {item["name"] for item in container["env"]}, "prod needs no Hugging Face token"
     # Clients keep one name across versions: the gateway and vLLM agree on it.
     assert _flag(container["args"], "--served-model-name") == "qwen2.5-7b-instruct"
@@ -54,7 +55,7 @@ def test_prod_first_deploy_starts_no_pod_before_a_model_is_published(prod_graph:
     spec, container = _vllm(prod_graph)
     assert prod_graph.config.serving.vllm.model_source == "s3"
     assert spec["replicas"] == 0
-    assert prod_graph.one(SCALED_OBJECT).inputs["metadata"]["annotations"] == {PAUSE: "0"}
+    assert prod_graph.one(SCALED_OBJECT, "vllm-scaledobject").inputs["metadata"]["annotations"] == {PAUSE: "0"}
     assert container["args"][0].startswith(f"s3://{prod_graph.outputs['modelBucketName']}/")
 
 
@@ -63,7 +64,7 @@ def test_dev_still_serves_from_the_hub_unpaused(dev_graph: Graph) -> None:
     assert container["args"][0] == "Qwen/Qwen2.5-7B-Instruct"
     assert "--load-format" not in container["args"]
     assert spec["replicas"] == dev_graph.config.serving.vllm.min_replicas
-    assert PAUSE not in dev_graph.one(SCALED_OBJECT).inputs["metadata"].get("annotations", {})
+    assert PAUSE not in dev_graph.one(SCALED_OBJECT, "vllm-scaledobject").inputs["metadata"].get("annotations", {})
 
 
 def test_bucket_source_without_a_model_needs_the_client_name() -> None:

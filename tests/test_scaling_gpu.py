@@ -17,7 +17,9 @@ from infra.render import kubernetes_objects
 
 
 def scaled_object(graph: Graph) -> dict[str, Any]:
-    (manifest,) = [m for m in kubernetes_objects(graph) if m["kind"] == "ScaledObject"]
+    (manifest,) = [
+        m for m in kubernetes_objects(graph) if m["kind"] == "ScaledObject" and m["metadata"]["name"] == "vllm"
+    ]
     return manifest
 
 

@@ -47,6 +47,7 @@ def test_every_pin_has_recorded_facts_at_its_version() -> None:
     assert upstream.facts("vllm")["version"] == versions.VLLM_VERSION
     assert f"vllm/vllm-openai:v{upstream.facts('vllm')['version']}" == versions.VLLM_IMAGE
     assert upstream.facts("images")["images"][versions.VLLM_IMAGE]["exists"] is True
+    assert upstream.facts("images")["images"][versions.PAUSE_IMAGE]["exists"] is True
 
 
 def test_aws_service_versions_are_offered() -> None:

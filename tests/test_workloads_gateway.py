@@ -126,7 +126,7 @@ def test_gateway_env_is_exactly_what_the_gateway_accepts(graph: Graph) -> None:
     env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
     assert {name for name in _env(container) if name.startswith("GATEWAY_")} <= {opt.env for opt in OPTIONS}
     settings = Settings.resolve({}, env)
-    gateway = graph.config.serving.gateway
+    gateway = graph.config.resolved_gateway()
     assert settings.upstream == graph.outputs["vllmUrl"]
     assert settings.models == {graph.config.serving.vllm.name_for_clients: graph.config.serving.vllm.max_model_len}
     assert (settings.workers, settings.hold_timeout_s, settings.max_tokens, settings.rate_limit_rpm) == (

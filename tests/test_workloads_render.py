@@ -27,7 +27,8 @@ def test_every_rendered_object_validates(graph: Graph) -> None:
 
 def test_validation_rejects_keda_behaviour_under_spec(graph: Graph) -> None:
     """Seed 000's mistake must not pass the schema check this suite relies on."""
-    (scaled,) = [m for m in kubernetes_objects(graph) if m["kind"] == "ScaledObject"]
+    (scaled,) = [m for m in kubernetes_objects(graph)
+                 if m["kind"] == "ScaledObject" and m["metadata"]["name"] == "vllm"]
     broken = {**scaled, "spec": {**scaled["spec"], "behavior": {"scaleDown": {}}}}
     assert any("behavior" in problem for problem in validate_manifest(broken))
 

@@ -1,5 +1,6 @@
 """The vLLM workload and its KEDA ScaledObject, as the offline engine sees them in the dev and prod graphs."""
 
+import json
 import re
 from typing import Any
 
@@ -70,11 +71,12 @@ def test_vllm_has_memory_backed_shm(graph: Graph) -> None:
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
 
 
-def test_vllm_probes_allow_a_multi_minute_load(graph: Graph) -> None:
+def test_vllm_probes_allow_a_slow_load(graph: Graph) -> None:
     (container,) = _vllm_pod(graph)["containers"]
     startup = container["startupProbe"]
     assert startup["httpGet"]["path"] == "/health"
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+    # At least twice seed 004's load (22.8 s) and uncached torch.compile (60 s), weights aside.
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 2 * (22.8 + 60)
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert container["ports"] == [{"name": contracts.METRICS_PORT_NAME, "containerPort": contracts.VLLM_PORT}]
@@ -107,7 +109,10 @@ def test_vllm_arguments_stream_from_s3_with_quantization() -> None:
     args = vllm_arguments(config, "s3://bucket/models/mistral-7b-awq/")
     assert args[0] == "s3://bucket/models/mistral-7b-awq/"
     assert args[args.index("--load-format") + 1] == "runai_streamer"
-    assert args[args.index("--model-loader-extra-config") + 1] == '{"concurrency": 16}'
+    extra = json.loads(args[args.index("--model-loader-extra-config") + 1])
+    # 4 GiB in bytes; keys as the pinned vLLM's runai loader accepts them (components/upstream/vllm-runtime.json).
+    assert extra == {"concurrency": 16, "memory_limit": 4 * 1024**3}
+    assert set(extra) <= set(upstream.facts("vllm-runtime")["runaiStreamerExtraConfigKeys"])
     assert args[args.index("--quantization") + 1] == "awq_marlin"
     assert "--disable-prefix-caching" in args
     assert upstream.vllm_flag_problems(args) == []
@@ -177,4 +182,19 @@ def test_pulumi_waits_out_a_cold_start(graph: Graph) -> None:
     model_load_s = startup["periodSeconds"] * startup["failureThreshold"]
     for operation in ("create", "update"):
         waited_s = int(deployment.custom_timeouts[operation].removesuffix("s"))
-        assert waited_s >= model_load_s + 10 * 60, f"{operation} gives up before node, image and model are ready"
+        # Seed 004: a Spot node is Ready in 47 s, an 8 GB image pulls in 44 s with SOCI (minutes without).
+        assert waited_s >= model_load_s + 47 + 44, f"{operation} gives up before node, image and model are ready"
+
+
+def test_vllm_keeps_its_compile_cache_on_the_nodes_disk(graph: Graph) -> None:
+    """torch.compile artifacts go to VLLM_CACHE_ROOT (the pinned vLLM's variable), mounted from the node's
+    instance-store RAID0 (/mnt/k8s-disks/0, amazon-eks-ami setup-local-disks), so a repeat start on the node
+    reuses them."""
+    pod = _vllm_pod(graph)
+    (container,) = pod["containers"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    root = env[upstream.facts("vllm-runtime")["cacheRootEnv"]]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == root]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["hostPath"]["path"].startswith("/mnt/k8s-disks/0/")
+    assert volume["hostPath"]["type"] == "DirectoryOrCreate"

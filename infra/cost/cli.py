@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from components.cold_start import ModelSizeUnknown
 from infra.cost.catalog import UnpricedError
 from infra.cost.estimate import StackInputs, load_stack, price, run_simulation
 from infra.cost.model import CostReport
 from infra.cost.simulator import HOUR_S, WEEK_S, SimResult, per_level
-from infra.cost.throughput import ModelSizeUnknown
 from infra.offline import build_graph
 from stacks.loader import ConfigError, as_engine_config
 

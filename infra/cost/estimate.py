@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from components.cold_start import weights_gb
 from components.kube import quantity_value
 from infra.cost.catalog import Catalog, InstanceSpec, load_catalog
 from infra.cost.model import GIB, Context, CostReport, Usage, price_graph
 from infra.cost.simulator import WEEK_S, SimResult, SimSettings, settings_from_config, simulate
-from infra.cost.throughput import BF16_BYTES, BYTES_PER_PARAM, model_size_b, throughput
+from infra.cost.throughput import model_size_b, throughput
 from stacks.config import PlatformConfig
 from stacks.defaults import deep_merge
 from stacks.loader import ConfigError, read_stack_file, stack_file, validate
@@ -82,7 +83,7 @@ def run_simulation(
 
 def model_gb(config: PlatformConfig) -> float:
     vllm = config.serving.vllm
-    return model_size_b(vllm, config.simulation) * BYTES_PER_PARAM.get(vllm.quantization or "", BF16_BYTES)
+    return weights_gb(model_size_b(vllm, config.simulation), vllm.quantization)
 
 
 def price(graph: dict[str, Any], config: PlatformConfig, result: SimResult) -> CostReport:
@@ -90,7 +91,8 @@ def price(graph: dict[str, Any], config: PlatformConfig, result: SimResult) -> C
     catalog = load_catalog(config.region)
     usage = Usage.from_simulation(result, config.traffic.hourly_rates())
     ctx = Context(
-        graph=graph, catalog=catalog, usage=usage, model_gb=model_gb(config), image_gb=config.simulation.image_gb,
+        graph=graph, catalog=catalog, usage=usage, model_gb=model_gb(config),
+        image_gb=config.serving.cold_start.image_gb,
         huggingface=config.serving.vllm.model_source == "huggingface",
     )
     lines, unpriced = price_graph(ctx)

@@ -76,6 +76,7 @@ class SimSettings:
 def settings_from_config(config: PlatformConfig, throughput: Throughput, spot: bool) -> SimSettings:
     vllm, scaling, gateway = config.serving.vllm, config.serving.scaling, config.serving.gateway
     pool, traffic, capacity = config.addons.karpenter.gpu_pool, config.traffic, config.simulation
+    budget = config.cold_start_budget()
     return SimSettings(
         hourly_rates=traffic.hourly_rates(),
         prompt_tokens=traffic.prompt_tokens,
@@ -94,11 +95,11 @@ def settings_from_config(config: PlatformConfig, throughput: Throughput, spot: b
         hpa_sync_s=capacity.hpa_sync_s,
         scale_up=scaling.scale_up,
         scale_down=scaling.scale_down,
-        node_launch_s=capacity.node_launch_s,
-        image_pull_s=capacity.image_pull_s,
-        model_load_s=capacity.model_load_s,
+        node_launch_s=budget.node.seconds,
+        image_pull_s=budget.image.seconds,
+        model_load_s=budget.container_s,
         consolidate_after_s=duration_seconds(pool.consolidate_after),
-        hold_timeout_s=gateway.hold_timeout_s,
+        hold_timeout_s=config.gateway_timeouts()[0],
         read_timeout_s=gateway.upstream_read_timeout_s,
         spot=spot,
         interruptions_per_node_hour=capacity.spot_interruptions_per_node_hour if spot else 0.0,

@@ -7,9 +7,9 @@ at `compute efficiency` of the dense tensor peak. Both efficiencies are `simulat
 measured figures (seeds 000/001 disagree on per-GPU capacity by 8x: REFERENCE.md).
 """
 
-import re
 from dataclasses import dataclass
 
+from components import cold_start
 from components.vllm import VllmConfig
 from stacks.traffic import SimulationConfig
 
@@ -33,27 +33,12 @@ GPUS = {
                 "AWS's A10G variant is not separately published"),
     "T4": Gpu("T4", 16, 320, 65, "estimate: NVIDIA T4 datasheet (320 GB/s, 65 TFLOPS FP16 mixed precision)"),
 }
-BYTES_PER_PARAM = {"awq": 0.5, "awq_marlin": 0.5, "gptq": 0.5, "gptq_marlin": 0.5, "bitsandbytes": 0.5, "fp8": 1.0}
-BF16_BYTES = 2.0
-
-
-class ModelSizeUnknown(ValueError):
-    pass
 
 
 def model_size_b(vllm: VllmConfig, capacity: SimulationConfig) -> float:
     """Billions of parameters: `simulation.modelSizeB`, else the `7B` / `1.5b` in the model's name (or, before a
     bucket-served stack has a published version, in the name clients call it by)."""
-    if capacity.model_size_b:
-        return capacity.model_size_b
-    name = vllm.model or vllm.name_for_clients
-    match = re.search(r"(\d+(?:\.\d+)?)[bB](?![a-zA-Z])", name)
-    if not match:
-        raise ModelSizeUnknown(
-            f"llm-platform:simulation.modelSizeB: unset, and serving.vllm.model {name!r} names no parameter "
-            "count like 7B; set it"
-        )
-    return float(match.group(1))
+    return cold_start.model_size_b(vllm.model or vllm.name_for_clients, capacity.model_size_b)
 
 
 @dataclass(frozen=True)
@@ -72,7 +57,7 @@ class Throughput:
 def throughput(gpu_name: str, vllm: VllmConfig, capacity: SimulationConfig) -> Throughput:
     gpu = GPUS[gpu_name]
     params = model_size_b(vllm, capacity) * 1e9
-    weight_bytes = params * BYTES_PER_PARAM.get(vllm.quantization or "", BF16_BYTES)
+    weight_bytes = cold_start.weights_gb(params / 1e9, vllm.quantization) * 1e9
     gpus = vllm.gpus_per_pod
     decode = gpus * gpu.bandwidth_gb_s * 1e9 * capacity.bandwidth_efficiency / weight_bytes
     prefill = gpus * gpu.dense_bf16_tflops * 1e12 * capacity.compute_efficiency / (2 * params)

@@ -80,6 +80,9 @@ def _max_replicas(props: Mapping[str, Any], settings: Mapping[str, Any], args: A
 def _scale_to_zero(props: Mapping[str, Any], settings: Mapping[str, Any], args: Any) -> Iterator[str]:
     if (number(get(props, "spec", "minReplicaCount"), 0) or 0) > 0:
         return
+    # A cron trigger scales up from zero on its schedule, with no pod and no metric (keda.sh scalers/cron).
+    if any(get(t, "type") == "cron" for t in items(get(props, "spec", "triggers"))):
+        return
     queries = [str(get(t, "metadata", "query", default="")) for t in _prometheus_triggers(props)]
     activators = set(settings["activationMetrics"])
     if not any(metric_names(q) & activators for q in queries):

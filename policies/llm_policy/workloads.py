@@ -98,7 +98,8 @@ def _probes(props: Mapping[str, Any], settings: Mapping[str, Any], args: Any) ->
 
 def _exempt(container: Any, prefixes: list[str]) -> bool:
     image = str(get(container, "image", default=""))
-    return any(image.startswith(prefix) for prefix in prefixes)
+    # Also through a registry mirror such as the ECR pull-through cache (<registry>/<prefix>/<repository>:<tag>).
+    return any(image.startswith(prefix) or f"/{prefix}:" in image or f"/{prefix}@" in image for prefix in prefixes)
 
 
 def _non_root(props: Mapping[str, Any], settings: Mapping[str, Any], args: Any) -> Iterator[str]:

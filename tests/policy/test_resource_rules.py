@@ -197,6 +197,11 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], str, dict[str, Any] 
      "at most 20 replicas, above this stack's bound of 10", None),
     ("keda-scale-to-zero-activation", SCALED_OBJECT, scaled([WAITING, PENDING], minReplicaCount=0),
      scaled([WAITING], minReplicaCount=0), "no trigger reads ['gateway_pending_requests']", None),
+    # A cron trigger wakes its target on schedule (the warm-capacity placeholder); a metric trigger alone does not.
+    ("keda-scale-to-zero-activation", SCALED_OBJECT,
+     scaled([{"type": "cron", "metadata": {"timezone": "UTC", "start": "0 8 * * *", "end": "0 18 * * *",
+                                           "desiredReplicas": "1"}}], minReplicaCount=0),
+     scaled([WAITING], minReplicaCount=0), "no trigger reads", None),
     ("keda-stabilization", SCALED_OBJECT,
      scaled([WAITING], advanced={"horizontalPodAutoscalerConfig": {"behavior": {
          "scaleUp": {"stabilizationWindowSeconds": 30}, "scaleDown": {"stabilizationWindowSeconds": 300}}}}),

@@ -1,0 +1,187 @@
+"""The cold-start budget: how long a vLLM pod takes from scale-up (pod created) to serving, stage by stage, computed
+from what the stack configures. It is the one source of every wait that must outlast a cold start: vLLM's startup
+probe window, Pulumi's rollout wait, the gateway's hold timeout, the ALB idle timeout and the capacity simulator's
+start-up delays. Change a stage and they all move.
+
+Each stage names its source. The measured figures are seed 004's, on g5.2xlarge Spot with a 7B AWQ model
+(3.9 GiB of weights, an 8 GB vLLM image): they are what an upstream stack measured, to be replaced by this
+stack's own measurement (docs/cold-start.md says how).
+"""
+
+import math
+import re
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from components.config_base import StrictModel
+
+GIB = 2**30
+# bytes per parameter by `--quantization` (4-bit methods pack two weights per byte); unquantized: bf16.
+BYTES_PER_PARAM = {"awq": 0.5, "awq_marlin": 0.5, "gptq": 0.5, "gptq_marlin": 0.5, "bitsandbytes": 0.5, "fp8": 1.0}
+BF16_BYTES = 2.0
+# The budget's model size when neither the model's name nor simulation.modelSizeB gives one: seed 000's 7B.
+ASSUMED_SIZE_B = 7.0
+# The ALB's largest idle timeout (Elastic Load Balancing API, idle_timeout.timeout_seconds: 1-4000).
+ALB_MAX_IDLE_TIMEOUT_S = 4000
+# The startup probe's period: a ready server is seen at most this late.
+STARTUP_PROBE_PERIOD_S = 5
+
+SEED_004 = "seed 004 (g5.2xlarge Spot, measured)"
+# Measured stage figures, each with its source.
+NODE_READY_S = 47.0  # Karpenter launch to node Ready
+SOCI_PULL_S_PER_GB = 44.0 / 8  # 8 GB image in 44 s with SOCI parallel pull
+PLAIN_PULL_S_PER_GB = 240.0 / 8  # "3-4 minutes" without it: the upper end
+S3_STREAM_GIB_S = 1.5  # 3.9 GiB in 2.4 s (1.6 GiB/s); 1.5+ GiB/s through an S3 gateway endpoint
+MODEL_LOAD_S = 22.8
+COMPILE_CACHED_S = 7.8
+COMPILE_COLD_S = 60.0
+
+
+class ModelSizeUnknown(ValueError):
+    pass
+
+
+def model_size_b(model_name: str, override: float | None) -> float:
+    """Billions of parameters: `override` (simulation.modelSizeB), else the `7B` / `1.5b` in the model's name."""
+    if override:
+        return override
+    match = re.search(r"(\d+(?:\.\d+)?)[bB](?![a-zA-Z])", model_name)
+    if not match:
+        raise ModelSizeUnknown(
+            f"llm-platform:simulation.modelSizeB: unset, and serving.vllm.model {model_name!r} names no parameter "
+            "count like 7B; set it"
+        )
+    return float(match.group(1))
+
+
+def weights_gb(size_b: float, quantization: str | None) -> float:
+    """Decimal GB of weights a model of `size_b` billion parameters has at `quantization`."""
+    return size_b * BYTES_PER_PARAM.get(quantization or "", BF16_BYTES)
+
+
+class ColdStartConfig(StrictModel):
+    """`serving.coldStart`: what the budget cannot read from the rest of the stack."""
+
+    image_gb: float = Field(default=8, gt=0, le=100, description="Size of the vLLM image (seed 004: 8-10 GB).")
+    hub_throughput_gib_s: float = Field(
+        default=0.1, gt=0, le=10, description="Hugging Face download rate through NAT (an assumption: measure it)."
+    )
+    hold_tolerance: float = Field(
+        default=1.5, ge=1, le=5, description="The gateway holds a request this many cold-start budgets."
+    )
+    probe_tolerance: float = Field(
+        default=3, ge=1, le=10, description="A start this many budgets late is failed (startup probe, rollout)."
+    )
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    seconds: float
+    source: str
+
+
+@dataclass(frozen=True)
+class ColdStartInputs:
+    """What the rest of the stack configures that a cold start depends on."""
+
+    fast_image_pull: bool  # the GPU node class turns on SOCI parallel pull (nodeadm FastImagePull)
+    weights_from_s3: bool  # modelSource s3, runai streamer
+    weights_gb: float
+    # a torch.compile cache a pod on a new node finds filled (a shared store); a node-local cache only helps
+    # repeat starts on the same node, which neither a scale-up from nothing nor a fresh warm node is
+    shared_compile_cache: bool
+    # The model's size was not known (no `7B` in its name, no simulation.modelSizeB): weights_gb is assumed.
+    weights_assumed: bool = False
+
+
+@dataclass(frozen=True)
+class ColdStartBudget:
+    config: ColdStartConfig
+    node: Stage
+    image: Stage
+    in_container: tuple[Stage, ...]  # weights, load, compile, probe: what the startup probe must wait for
+
+    @property
+    def container_s(self) -> float:
+        return sum(stage.seconds for stage in self.in_container)
+
+    @property
+    def warm_s(self) -> float:
+        """From scale-up to serving on a GPU node that is up with the image on it (warm capacity: the placeholder
+        pulled the image, components/warm_capacity.py)."""
+        return self.container_s
+
+    @property
+    def cold_s(self) -> float:
+        """From scale-up to serving with no GPU node."""
+        return self.node.seconds + self.image.seconds + self.container_s
+
+    def stages(self) -> list[Stage]:
+        return [self.node, self.image, *self.in_container]
+
+    @property
+    def startup_failure_threshold(self) -> int:
+        """Startup probe failures allowed: the in-container stages, `probeTolerance` times over."""
+        return math.ceil(self.config.probe_tolerance * self.container_s / STARTUP_PROBE_PERIOD_S)
+
+    @property
+    def rollout_timeout_s(self) -> int:
+        """How long `pulumi up` waits for a new vLLM pod: a whole cold start, `probeTolerance` times over."""
+        return math.ceil(self.config.probe_tolerance * self.cold_s)
+
+    @property
+    def hold_timeout_s(self) -> int:
+        """How long the gateway holds a request while no vLLM pod is ready: a cold start, `holdTolerance` over."""
+        return math.ceil(self.config.hold_tolerance * self.cold_s)
+
+    def idle_timeout_s(self, hold_timeout_s: int, upstream_read_timeout_s: int) -> int:
+        """The ALB idle timeout: a held request sends nothing until the hold ends and vLLM answers (a non-streamed
+        answer comes whole, within the upstream read timeout); the ALB must not cut it first."""
+        return hold_timeout_s + upstream_read_timeout_s
+
+
+def image_stage(fast_image_pull: bool, image_gb: float) -> Stage:
+    if fast_image_pull:
+        return Stage("image", image_gb * SOCI_PULL_S_PER_GB, f"{SEED_004}: 8 GB in 44 s with SOCI parallel pull")
+    return Stage("image", image_gb * PLAIN_PULL_S_PER_GB, f"{SEED_004}: 3-4 min for 8 GB without SOCI (4 min)")
+
+
+def weights_stage(inputs: ColdStartInputs, config: ColdStartConfig) -> Stage:
+    gib = inputs.weights_gb * 1e9 / GIB
+    assumed = "size assumed (a 7B model in bf16; set simulation.modelSizeB): " if inputs.weights_assumed else ""
+    if inputs.weights_from_s3:
+        return Stage("weights", gib / S3_STREAM_GIB_S,
+                     f"{assumed}{gib:.1f} GiB at {S3_STREAM_GIB_S} GiB/s: {SEED_004}, 3.9 GiB from S3 in 2.4 s (runai "
+                     "streamer, S3 gateway endpoint)")
+    return Stage("weights", gib / config.hub_throughput_gib_s,
+                 f"{assumed}{gib:.1f} GiB at coldStart.hubThroughputGibS {config.hub_throughput_gib_s} GiB/s (assumed)")
+
+
+def cold_start_budget(inputs: ColdStartInputs, config: ColdStartConfig) -> ColdStartBudget:
+    compile_stage = (
+        Stage("compile", COMPILE_CACHED_S, f"{SEED_004}: torch.compile with a shared cache")
+        if inputs.shared_compile_cache
+        else Stage("compile", COMPILE_COLD_S, f"{SEED_004}: torch.compile without a cache (about 60 s)")
+    )
+    in_container = (
+        weights_stage(inputs, config),
+        Stage("load", MODEL_LOAD_S, f"{SEED_004}: model load"),
+        compile_stage,
+        Stage("probe", STARTUP_PROBE_PERIOD_S, "startup probe period: a ready server is seen this late at most"),
+    )
+    node = Stage("node", NODE_READY_S, f"{SEED_004}: Karpenter launch to node Ready")
+    return ColdStartBudget(config, node, image_stage(inputs.fast_image_pull, config.image_gb), in_container)
+
+
+def describe(budget: ColdStartBudget, hold_timeout_s: int, idle_timeout_s: int) -> list[str]:
+    """What `preview` prints: each stage with its source, the two totals, and the waits derived from them."""
+    lines = ["cold-start budget (scale-up to serving):"]
+    lines += [f"  {stage.name:<8} {stage.seconds:6.1f} s  {stage.source}" for stage in budget.stages()]
+    lines.append(f"  warm GPU node (image on it): {budget.warm_s:.0f} s; no GPU node: {budget.cold_s:.0f} s")
+    lines.append(
+        f"  derived: startup probe {STARTUP_PROBE_PERIOD_S * budget.startup_failure_threshold} s, rollout wait "
+        f"{budget.rollout_timeout_s} s, gateway hold {hold_timeout_s} s, ALB idle {idle_timeout_s} s"
+    )
+    return lines
