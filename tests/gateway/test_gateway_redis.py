@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -371,3 +373,89 @@ def test_hung_redis_connection_is_replaced(
     assert _post(gateway, body).status_code == 200  # one timeout on the hung connection, served uncached
     time.sleep(BACKOFF_S + 0.1)
     assert _post(gateway, body).headers["x-cache"] == "hit"  # through a new connection
+
+
+# A TCP proxy that delivers every read `delay` seconds after it came in, in order: latency, not a throttle.
+_DELAYING_PROXY = """
+import asyncio, sys, time
+listen, target, delay = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+async def read(reader, queue):
+    while data := await reader.read(65536):
+        queue.put_nowait((time.monotonic() + delay, data))
+    queue.put_nowait((0, b""))
+async def write(queue, writer):
+    while True:
+        due, data = await queue.get()
+        if not data:
+            writer.close()
+            return
+        await asyncio.sleep(due - time.monotonic())
+        writer.write(data)
+async def pipe(reader, writer):
+    queue = asyncio.Queue()
+    await asyncio.gather(read(reader, queue), write(queue, writer))
+async def handle(reader, writer):
+    up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target)
+    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", listen)
+    await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+async def _concurrent_statuses(gateway: ManagedProcess, clients: int, requests: int) -> list[int]:
+    """`requests` requests sent by `clients` concurrent clients, each on a connection of its own."""
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 1}
+    queue = list(range(requests))
+    statuses: list[int] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=30, headers={"authorization": f"Bearer {KEY}"}) as client:
+
+        async def one_client() -> None:
+            while queue:
+                queue.pop()
+                statuses.append((await client.post(gateway.url + COMPLETIONS, json=body)).status_code)
+
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+    return statuses
+
+
+@pytest.fixture
+def far_redis(own_redis: ManagedProcess) -> Iterator[ManagedProcess]:
+    """`own_redis` 5 ms away each way, through a proxy in a process of its own."""
+    port = processes.free_port()
+    argv = [sys.executable, "-c", _DELAYING_PROXY, str(port), str(own_redis.port), "0.005"]
+    with processes.start(argv, port, ready_path=None) as proxy:
+        yield proxy
+
+
+def test_concurrent_requests_wait_for_one_lease_across_two_gateways(
+    start_gateway: GatewayFactory, upstream: ManagedProcess, own_redis: ManagedProcess, far_redis: ManagedProcess
+) -> None:
+    """The issue's case: a 1,000/minute key, leases of 1 % (10 requests). 100 concurrent requests on the first
+    replica used to take 84 leases (840 of the 1,000); the second then refused most of its requests. Redis is
+    5 ms away, so that requests arrive while a lease request is on its way, as they do in a busy replica."""
+    limit, lease = 1000, 10
+    limits = {"RATE_LIMIT_RPM": str(limit), "RATE_LIMIT_TPM": "0", "RATE_LIMIT_LEASE_PERCENT": "1"}
+    first, second = (start_gateway(upstream.url, redis_url_of(far_redis), **limits) for _ in "ab")
+    if time.time() % 60 > 40:  # both bursts in one window
+        time.sleep(61 - time.time() % 60)
+    counter = f"rl:team-a:{int(time.time() // 60)}"
+
+    burst = asyncio.run(_concurrent_statuses(first, clients=100, requests=100))
+    assert burst == [200] * 100
+    # One lease request in flight at a time: 10 leases of 10 cover the 100, plus at most one top-up ahead.
+    leases_first = metric(first.url, "gateway_rate_limit_leases_total")
+    assert 10 <= leases_first <= 11
+    taken = int(_redis(own_redis.port, "HGET", counter, "req").split(b"\r\n")[1])
+    assert taken == leases_first * lease
+
+    rest = asyncio.run(_concurrent_statuses(second, clients=150, requests=950))
+    admitted = rest.count(200)
+    assert set(rest) <= {200, 429}
+    # The limit holds across both; the second replica is short only of what the first still holds (at most a
+    # lease and a half) and of what it holds itself.
+    assert 100 + admitted <= limit
+    assert admitted >= limit - 100 - 2 * (lease + lease // 2)
+    assert int(_redis(own_redis.port, "HGET", counter, "req").split(b"\r\n")[1]) <= limit
