@@ -30,6 +30,7 @@ from .conftest import (
     GatewayFactory,
     metric,
     redis_url_of,
+    simulator,
     wait_for,
 )
 
@@ -459,3 +460,44 @@ def test_concurrent_requests_wait_for_one_lease_across_two_gateways(
     assert 100 + admitted <= limit
     assert admitted >= limit - 100 - 2 * (lease + lease // 2)
     assert int(_redis(own_redis.port, "HGET", counter, "req").split(b"\r\n")[1]) <= limit
+
+
+def _stream(gateway: ManagedProcess, path: str, body: dict[str, object]) -> tuple[str, bytes]:
+    headers = {"authorization": f"Bearer {KEY}"}
+    with httpx.stream("POST", gateway.url + path, json={**body, "stream": True}, headers=headers, timeout=10) as resp:
+        assert resp.status_code == 200
+        return resp.headers.get("x-cache", ""), b"".join(resp.iter_bytes())
+
+
+def test_stream_with_an_error_event_is_not_cached(start_gateway: GatewayFactory, own_redis: ManagedProcess) -> None:
+    """vLLM reports a failed generation in-band, then ends the stream with [DONE]: never replay that."""
+    body = {"model": MODEL, "prompt": "fails mid-way", "max_tokens": 8, "temperature": 0}
+    with simulator("--stream-error-after", "3") as failing:
+        gateway = start_gateway(failing.url, redis_url_of(own_redis))
+        first_cache, first = _stream(gateway, COMPLETIONS, body)
+        assert first_cache == "miss"
+        assert b'data: {"error"' in first and first.rstrip().endswith(b"data: [DONE]")
+        second_cache, _ = _stream(gateway, COMPLETIONS, body)
+    assert second_cache == "miss"
+    assert _redis(own_redis.port, "DBSIZE") == b":1\r\n"  # the rate-limit counter, no cache entry
+
+
+def test_same_body_on_both_routes_gets_each_route_its_own_answer(gateway: ManagedProcess) -> None:
+    body = {"model": MODEL, "prompt": "route", "messages": [{"role": "user", "content": "route"}], "temperature": 0}
+    headers = {"authorization": f"Bearer {KEY}"}
+    completion = httpx.post(gateway.url + COMPLETIONS, json={**body, "max_tokens": 3}, headers=headers)
+    chat = httpx.post(gateway.url + "/v1/chat/completions", json={**body, "max_tokens": 3}, headers=headers)
+    assert (completion.headers["x-cache"], chat.headers["x-cache"]) == ("miss", "miss")
+    assert completion.json()["object"] == "text_completion"
+    assert chat.json()["object"] == "chat.completion"
+
+
+def test_usage_asked_for_in_a_stream_is_never_replayed_without_it(gateway: ManagedProcess) -> None:
+    body: dict[str, object] = {"model": MODEL, "prompt": "usage please", "max_tokens": 3, "temperature": 0}
+    assert _stream(gateway, COMPLETIONS, body)[0] == "miss"
+    assert _stream(gateway, COMPLETIONS, body)[0] == "hit"
+    cache, with_usage = _stream(gateway, COMPLETIONS, {**body, "stream_options": {"include_usage": True}})
+    assert cache == "miss"
+    assert b'"usage"' in with_usage
+    again = _stream(gateway, COMPLETIONS, {**body, "stream_options": {"include_usage": True}})
+    assert again == ("hit", with_usage)
