@@ -105,8 +105,8 @@ def _invalid_type(param: str, message: str) -> Reject:
     return Reject(400, message, "invalid_request_error", "invalid_type", param)
 
 
-def _text_tokens(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
+def _text_tokens(chars: int) -> int:
+    return math.ceil(chars / CHARS_PER_TOKEN)
 
 
 def _message_tokens(messages: Any) -> int:
@@ -128,29 +128,33 @@ def _message_tokens(messages: Any) -> int:
                 chars += len(text)
         elif content is not None:
             raise _invalid_type("messages", "a message's 'content' must be a string, a list of parts or null")
-    return math.ceil(chars / CHARS_PER_TOKEN)
+    return _text_tokens(chars)
 
 
 def _token_ids(prompt: list[Any]) -> bool:
     return all(type(t) is int and t >= 0 for t in prompt)
 
 
-def _prompt_tokens(body: dict[str, Any]) -> list[int]:
-    """Estimate of each prompt of a completions request, in every form the OpenAI and vLLM APIs take: a string, a
-    batch of strings, token ids (counted exactly), a batch of token-id lists; or only `prompt_embeds` (vLLM), whose
-    size vLLM checks itself."""
+def _prompt_tokens(body: dict[str, Any]) -> tuple[int, int, int]:
+    """(largest prompt, all prompts, number of prompts) in tokens for a completions request, in every form the
+    OpenAI and vLLM APIs take: a string, a batch of strings, token ids (counted exactly), a batch of token-id lists;
+    or only `prompt_embeds` (vLLM), whose size vLLM checks itself. Each prompt of a batch is a generation."""
     prompt = body.get("prompt")
     if isinstance(prompt, str):
-        return [_text_tokens(prompt)]
+        tokens = _text_tokens(len(prompt))
+        return tokens, tokens, 1
     if isinstance(prompt, list) and prompt:
-        if all(isinstance(p, str) for p in prompt):
-            return [_text_tokens(p) for p in prompt]
         if _token_ids(prompt):
-            return [len(prompt)]
-        if all(isinstance(p, list) and p and _token_ids(p) for p in prompt):
-            return [len(p) for p in prompt]
+            return len(prompt), len(prompt), 1
+        sizes = None
+        if all(isinstance(p, str) for p in prompt):
+            sizes = [_text_tokens(len(p)) for p in prompt]
+        elif all(isinstance(p, list) and p and _token_ids(p) for p in prompt):
+            sizes = [len(p) for p in prompt]
+        if sizes is not None:
+            return max(sizes), sum(sizes), len(sizes)
     if prompt is None and body.get("prompt_embeds"):
-        return [0]
+        return 0, 0, 1
     raise _invalid_type(
         "prompt", "'prompt' must be a string, a list of strings, a list of token ids or a list of token-id lists"
     )
@@ -166,6 +170,7 @@ class Gateway:
             settings.redis,
             settings.redis_password,
             settings.cache_ttl_s,
+            timeout_s=settings.redis_timeout_s,
             lease_percent=settings.rate_limit_lease_percent,
             local_cache_bytes=settings.local_cache_mb << 20,
         )
@@ -393,8 +398,11 @@ class Gateway:
                 "invalid_value",
                 "max_tokens",
             )
-        prompts = [_message_tokens(body.get("messages"))] if route == CHAT else _prompt_tokens(body)
-        prompt_tokens = prompts[0] if len(prompts) == 1 else max(prompts)
+        if route == CHAT:
+            prompt_tokens = total_tokens = _message_tokens(body.get("messages"))
+            prompts = 1
+        else:
+            prompt_tokens, total_tokens, prompts = _prompt_tokens(body)
         if context is not None and prompt_tokens + (max_tokens or 0) > context:
             raise Reject(
                 422,
@@ -410,7 +418,7 @@ class Gateway:
             digest = hashlib.sha256(orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS)).hexdigest()
             cache_key = _CACHE_PREFIX[route, body.get("stream") is True] + digest
         # Each prompt of a batch is a generation of its own.
-        return sum(prompts) + len(prompts) * (max_tokens or 0), cache_key
+        return total_tokens + prompts * (max_tokens or 0), cache_key
 
     async def proxy(
         self,

@@ -87,6 +87,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("upstream", "GATEWAY_UPSTREAM", "http://127.0.0.1:8000", _http_url, "base URL of vLLM (or the simulator)"),
     Option("redis", "GATEWAY_REDIS_URL", "", _redis_url, "Redis URL for rate limits and cache; empty disables both"),
     Option("redis_password", "GATEWAY_REDIS_PASSWORD", "", str, "Redis AUTH token (prefer the env var, from a Secret)"),
+    Option(
+        "redis_timeout_s",
+        "GATEWAY_REDIS_TIMEOUT_S",
+        str(defaults.REDIS_TIMEOUT_S),
+        _positive_float,
+        "time for one Redis call, connecting included, before the request is served without it",
+    ),
     Option("api_keys_file", "GATEWAY_API_KEYS_FILE", "", str, "JSON file of hashed API keys (required)"),
     Option("workers", "GATEWAY_WORKERS", str(defaults.WORKERS), _positive_int, "worker processes"),
     Option("models", "GATEWAY_MODELS", "", _models, "comma-separated served-model-name=context-tokens"),
@@ -172,6 +179,7 @@ class Settings:
     upstream: str
     redis: str
     redis_password: str
+    redis_timeout_s: float
     api_keys_file: str
     workers: int
     models: dict[str, int]

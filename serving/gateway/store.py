@@ -22,7 +22,7 @@ from typing import Any
 
 from cachetools import TLRUCache
 
-from . import metrics
+from . import defaults, metrics
 from .redis_client import Redis, RedisError
 
 log = logging.getLogger("serving.gateway.store")
@@ -54,7 +54,6 @@ ADMIT_SHA = hashlib.sha1(ADMIT_LUA.encode()).hexdigest()
 LIMIT_KINDS = {1: "rpm", 2: "tpm"}
 # A dead Redis must not cost every request its call timeout: skip it for this long after an error.
 BACKOFF_S = 1.0
-CALL_TIMEOUT_S = 0.05
 
 
 @dataclass(slots=True)
@@ -77,11 +76,18 @@ class _Lease:
 
 class Store:
     def __init__(
-        self, url: str, password: str, cache_ttl_s: int, *, lease_percent: float = 0.0, local_cache_bytes: int = 0
+        self,
+        url: str,
+        password: str,
+        cache_ttl_s: int,
+        *,
+        timeout_s: float = defaults.REDIS_TIMEOUT_S,
+        lease_percent: float = 0.0,
+        local_cache_bytes: int = 0,
     ) -> None:
         self.cache_ttl_s = cache_ttl_s
         self.lease_share = lease_percent / 100
-        self.client = Redis(url, password, CALL_TIMEOUT_S) if url else None
+        self.client = Redis(url, password, timeout_s) if url else None
         self._down_until = 0.0
         self.caching = self.client is not None and cache_ttl_s > 0
         # Values are (response, monotonic expiry); an entry is dropped at its expiry or when the budget needs room.
