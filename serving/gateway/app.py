@@ -529,10 +529,13 @@ def _completed_normally(stream: bytes) -> bool:
             event = orjson.loads(line[5:])
         except orjson.JSONDecodeError:
             return False
-        if not isinstance(event, dict) or "error" in event:
+        choices = event.get("choices") if isinstance(event, dict) else None
+        if not isinstance(choices, list) or "error" in event:
             return False
-        for choice in event.get("choices") or ():
-            index = choice.get("index") if isinstance(choice, dict) else None
+        for choice in choices:
+            if not isinstance(choice, dict):
+                return False
+            index = choice.get("index")
             finished[index] = finished.get(index, False) or choice.get("finish_reason") is not None
     return bool(finished) and all(finished.values())
 

@@ -6,7 +6,7 @@ Standard library only: the Pulumi program imports this module without the gatewa
 
 WORKERS = 2
 MAX_TOKENS = 1024
-MAX_BODY_BYTES = 1 << 20
+MAX_BODY_BYTES = 1_000_000
 RATE_LIMIT_RPM = 600
 RATE_LIMIT_TPM = 200_000
 CACHE_TTL_S = 3600
