@@ -37,6 +37,9 @@ from .conftest import (
 COMPLETIONS = "/v1/completions"
 # Settings that send every request to Redis: no local copies of cache entries, no rate-limit leases.
 EVERY_REQUEST_TO_REDIS = {"LOCAL_CACHE_MB": "0", "RATE_LIMIT_LEASE_PERCENT": "0"}
+# For tests that count what Redis admits: on a busy machine a 50 ms call can time out, and the gateway then admits
+# without counting (fail open, tested on its own below).
+PATIENT = {"REDIS_TIMEOUT_S": "2"}
 
 
 def _post(gateway: ManagedProcess, body: object, key: str = KEY) -> httpx.Response:
@@ -62,15 +65,16 @@ def _cache_key(body: dict[str, object], route: str = "completions") -> str:
 
 
 def _wait_away_from_minute_boundary() -> None:
-    # Limits use one-minute windows; a test straddling a boundary would see its counter reset.
-    if time.time() % 60 > 55:
+    # Limits use one-minute windows; a test straddling a boundary would see its counter reset. 20 s: a hundred
+    # requests in a row take several seconds on a busy machine.
+    if time.time() % 60 > 40:
         time.sleep(61 - time.time() % 60)
 
 
 def test_rpm_limit_holds_across_two_gateways(
     start_gateway: GatewayFactory, upstream: ManagedProcess, redis_url: str, redis_server: ManagedProcess
 ) -> None:
-    first, second = start_gateway(upstream.url, redis_url), start_gateway(upstream.url, redis_url)
+    first, second = (start_gateway(upstream.url, redis_url, **PATIENT) for _ in "ab")
     body = {"model": MODEL, "prompt": "x", "max_tokens": 1}
     _wait_away_from_minute_boundary()
     statuses = [_post(gw, body, LIMITED_KEY).status_code for gw in (first, second, first)]
@@ -91,7 +95,7 @@ def test_leases_admit_no_more_than_the_limit_across_two_gateways(
     start_gateway: GatewayFactory, upstream: ManagedProcess, own_redis: ManagedProcess
 ) -> None:
     limit, lease = 100, 10  # 10 % of the limit per lease
-    limits = {"RATE_LIMIT_RPM": str(limit), "RATE_LIMIT_LEASE_PERCENT": "10"}
+    limits = {"RATE_LIMIT_RPM": str(limit), "RATE_LIMIT_LEASE_PERCENT": "10", **PATIENT}
     gateways = [start_gateway(upstream.url, redis_url_of(own_redis), **limits) for _ in "ab"]
     body = {"model": MODEL, "prompt": "x", "max_tokens": 1}
     _wait_away_from_minute_boundary()
@@ -109,7 +113,7 @@ def test_leases_admit_no_more_than_the_limit_across_two_gateways(
 def test_unspent_lease_is_given_back_at_shutdown(
     start_gateway: GatewayFactory, upstream: ManagedProcess, own_redis: ManagedProcess
 ) -> None:
-    limits = {"RATE_LIMIT_RPM": "1000", "RATE_LIMIT_TPM": "100000", "RATE_LIMIT_LEASE_PERCENT": "10"}
+    limits = {"RATE_LIMIT_RPM": "1000", "RATE_LIMIT_TPM": "100000", "RATE_LIMIT_LEASE_PERCENT": "10", **PATIENT}
     gateway = start_gateway(upstream.url, redis_url_of(own_redis), **limits)
     _wait_away_from_minute_boundary()
     counter = f"rl:team-a:{int(time.time() // 60)}"
@@ -438,12 +442,9 @@ def test_concurrent_requests_wait_for_one_lease_across_two_gateways(
     replica used to take 84 leases (840 of the 1,000); the second then refused most of its requests. Redis is
     5 ms away, so that requests arrive while a lease request is on its way, as they do in a busy replica."""
     limit, lease = 1000, 10
-    limits = {"RATE_LIMIT_RPM": str(limit), "RATE_LIMIT_TPM": "0", "RATE_LIMIT_LEASE_PERCENT": "1"}
-    # On a busy test machine a 50 ms call can time out, and the gateway then admits without counting (fail open).
-    limits["REDIS_TIMEOUT_S"] = "2"
+    limits = {"RATE_LIMIT_RPM": str(limit), "RATE_LIMIT_TPM": "0", "RATE_LIMIT_LEASE_PERCENT": "1", **PATIENT}
     first, second = (start_gateway(upstream.url, redis_url_of(far_redis), **limits) for _ in "ab")
-    if time.time() % 60 > 40:  # both bursts in one window
-        time.sleep(61 - time.time() % 60)
+    _wait_away_from_minute_boundary()  # both bursts in one window
     counter = f"rl:team-a:{int(time.time() // 60)}"
 
     burst = asyncio.run(_concurrent_statuses(first, clients=100, requests=100))
