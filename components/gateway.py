@@ -4,7 +4,7 @@ HPA and the internet-facing ALB Ingress."""
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -26,6 +26,7 @@ from components.kube import (
     quantity_value,
     restricted_container_security,
 )
+from serving.gateway import defaults
 
 GATEWAY_NAME = "gateway"
 KEYS_DIR = "/etc/gateway"
@@ -54,30 +55,33 @@ class GatewayConfig(StrictModel):
     min_replicas: int = Field(default=1, ge=1, le=100)
     max_replicas: int = Field(default=2, ge=1, le=100)
     cpu_target_percent: int = Field(default=70, ge=10, le=100)
-    workers: int = Field(default=2, ge=1, le=32)
+    workers: int = Field(default=defaults.WORKERS, ge=1, le=32)
     resources: Resources = Field(default_factory=lambda: SMALL_CPU_SERVICE)
     # Unset: derived from the cold-start budget (components/cold_start.py; the stack fills them in).
     hold_timeout_s: int | None = Field(default=None, ge=0, le=1800, description="Hold requests while vLLM starts.")
     idle_timeout_s: int | None = Field(default=None, ge=60, le=4000, description="ALB idle timeout; streams stay open.")
-    drain_timeout_s: int = Field(default=60, ge=0, le=600)
+    drain_timeout_s: int = Field(default=defaults.DRAIN_TIMEOUT_S, ge=0, le=600)
     pre_stop_sleep_s: int = Field(default=5, ge=0, le=60)
-    upstream_connect_timeout_s: int = Field(default=5, ge=1, le=60)
-    upstream_read_timeout_s: int = Field(default=300, ge=10, le=3600)
-    rate_limit_rpm: int = Field(default=600, ge=1)
-    rate_limit_tpm: int = Field(default=200_000, ge=1)
-    cache_ttl_s: int = Field(default=3600, ge=0)
+    upstream_connect_timeout_s: int = Field(default=defaults.UPSTREAM_CONNECT_TIMEOUT_S, ge=1, le=60)
+    upstream_read_timeout_s: int = Field(default=defaults.UPSTREAM_READ_TIMEOUT_S, ge=10, le=3600)
+    rate_limit_rpm: int = Field(default=defaults.RATE_LIMIT_RPM, ge=1)
+    rate_limit_tpm: int = Field(default=defaults.RATE_LIMIT_TPM, ge=1)
+    cache_ttl_s: int = Field(default=defaults.CACHE_TTL_S, ge=0)
     local_cache_mb: int = Field(
-        default=64, ge=0, le=4096, description="Per worker: copies of cache entries answered without Redis."
+        default=defaults.LOCAL_CACHE_MB,
+        ge=0,
+        le=4096,
+        description="Per worker: copies of cache entries answered without Redis.",
     )
     rate_limit_lease_percent: float = Field(
-        default=1,
+        default=defaults.RATE_LIMIT_LEASE_PERCENT,
         ge=0,
         le=10,
         description="Share of a key's per-minute limit a worker takes from Redis at once; 0 counts every request.",
     )
-    max_tokens: int = Field(default=1024, ge=1)
-    max_body_bytes: int = Field(default=1_000_000, ge=1024)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_tokens: int = Field(default=defaults.MAX_TOKENS, ge=1)
+    max_body_bytes: int = Field(default=defaults.MAX_BODY_BYTES, ge=1024)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default=cast(Any, defaults.LOG_LEVEL.upper()))
     api_keys: list[ApiKey] = Field(default_factory=list, description="Hashes only; the gateway never sees plaintext.")
 
     @model_validator(mode="after")

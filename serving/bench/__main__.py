@@ -65,21 +65,31 @@ def _python(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+def gateway_command(
+    upstream: str, redis_url: str, keys: Path, port: int, workers: int, settings: dict[str, str] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The gateway under test: only what a deployment sets per site (addresses, keys, models, workers) is given;
+    every other setting is the shared default the stack deploys (serving/gateway/defaults.py), logging included,
+    unless `settings` changes it."""
+    argv = _python(
+        "serving.gateway",
+        *("--port", str(port), "--upstream", upstream, "--redis", redis_url),
+        *("--api-keys-file", str(keys), "--workers", str(workers)),
+    )
+    return argv, {"GATEWAY_MODELS": f"{MODEL}=4096", **(settings or {})}
+
+
 @contextlib.contextmanager
 def start_gateway(
     upstream: str, workers: int, tmp: Path, settings: dict[str, str] | None = None
 ) -> Iterator[ManagedProcess]:
     keys = tmp / "keys.json"
+    # Limits on, high enough never to refuse: every request still goes through the leases.
     entry = {"id": "bench", "sha256": hashlib.sha256(API_KEY.encode()).hexdigest(), "rpm": 10**9, "tpm": 10**12}
     keys.write_text(json.dumps({"keys": [entry]}))
     with processes.start_redis(processes.free_port()) as redis:
         port = processes.free_port()
-        argv = _python(
-            "serving.gateway",
-            *("--port", str(port), "--upstream", upstream, "--redis", f"redis://127.0.0.1:{redis.port}/0"),
-            *("--api-keys-file", str(keys), "--workers", str(workers)),
-        )
-        env = {"GATEWAY_MODELS": f"{MODEL}=4096", "GATEWAY_LOG_LEVEL": "warning", **(settings or {})}
+        argv, env = gateway_command(upstream, f"redis://127.0.0.1:{redis.port}/0", keys, port, workers, settings)
         with processes.start(argv, port, env=env, ready_path="/ready", timeout=STARTUP_TIMEOUT_S) as gateway:
             yield gateway
 

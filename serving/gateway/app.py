@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from . import metrics
+from .drain import close_listeners
 from .http_client import ClientError, Response
 from .keys import ApiKey, load_keys
 from .logs import setup as setup_logs
@@ -36,12 +37,48 @@ access = logging.getLogger("serving.gateway.access")
 CHARS_PER_TOKEN = 2.9
 CHAT, COMPLETIONS, MODELS = "/v1/chat/completions", "/v1/completions", "/v1/models"
 API_ROUTES = {CHAT: "POST", COMPLETIONS: "POST", MODELS: "GET"}
-# Fields that do not change the generated text, left out of the cache key.
-_NOT_IN_CACHE_KEY = ("stream", "stream_options", "user")
+# Fields that change neither the generated text nor the shape of the answer, left out of the cache key
+# (`stream_options` stays in: `include_usage` adds a usage chunk to a stream).
+_NOT_IN_CACHE_KEY = ("stream", "user")
+# The route and the answer's form (JSON object or SSE stream) lead the key: the same body sent to both routes
+# gets a chat.completion and a text_completion.
+_CACHE_PREFIX = {
+    (CHAT, False): "cache:chat:json:",
+    (CHAT, True): "cache:chat:sse:",
+    (COMPLETIONS, False): "cache:completions:json:",
+    (COMPLETIONS, True): "cache:completions:sse:",
+}
 JSON = b"application/json"
 SSE = b"text/event-stream"
 SSE_HEADERS = [(b"content-type", SSE), (b"cache-control", b"no-cache")]
 PLAIN = [(b"content-type", b"text/plain; charset=utf-8")]
+BEARER = b"bearer "
+INTERNAL_ERROR = orjson.dumps(
+    {
+        "error": {
+            "message": "Internal error in the gateway",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }
+    }
+)
+# OpenAI's streaming error format (what vLLM sends too): the openai client raises APIError on such an event. No
+# `[DONE]` after it: the stream did not complete.
+STREAM_CUT = (
+    b"data: "
+    + orjson.dumps(
+        {
+            "error": {
+                "message": "The upstream stream broke off before the answer was complete",
+                "type": "upstream_error",
+                "param": None,
+                "code": "upstream_stream_cut",
+            }
+        }
+    )
+    + b"\n\n"
+)
 # After a full hold the cold start is already late: ask clients to come back soon rather than after another hold.
 NO_UPSTREAM_RETRY_AFTER = b"10"
 
@@ -64,31 +101,63 @@ def _int_field(body: dict[str, Any], name: str) -> int | None:
     return value
 
 
-def _prompt_chars(route: str, body: dict[str, Any]) -> int:
-    if route == CHAT:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise Reject(
-                400, "'messages' must be a non-empty list", "invalid_request_error", "invalid_type", "messages"
-            )
-        chars = 0
-        for message in messages:
-            content = message.get("content") if isinstance(message, dict) else None
-            if isinstance(content, str):
-                chars += len(content)
-            elif isinstance(content, list):
-                chars += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
-        return chars
+def _invalid_type(param: str, message: str) -> Reject:
+    return Reject(400, message, "invalid_request_error", "invalid_type", param)
+
+
+def _text_tokens(chars: int) -> int:
+    return math.ceil(chars / CHARS_PER_TOKEN)
+
+
+def _message_tokens(messages: Any) -> int:
+    """Estimate of a chat prompt; every part the estimate reads must have the type the API gives it."""
+    if not isinstance(messages, list) or not messages:
+        raise _invalid_type("messages", "'messages' must be a non-empty list")
+    chars = 0
+    for message in messages:
+        if not isinstance(message, dict):
+            raise _invalid_type("messages", "each message must be an object")
+        content = message.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                text = part.get("text", "") if isinstance(part, dict) else None
+                if not isinstance(text, str):
+                    raise _invalid_type("messages", "a content part must be an object whose 'text' is a string")
+                chars += len(text)
+        elif content is not None:
+            raise _invalid_type("messages", "a message's 'content' must be a string, a list of parts or null")
+    return _text_tokens(chars)
+
+
+def _token_ids(prompt: list[Any]) -> bool:
+    return all(type(t) is int and t >= 0 for t in prompt)
+
+
+def _prompt_tokens(body: dict[str, Any]) -> tuple[int, int, int]:
+    """(largest prompt, all prompts, number of prompts) in tokens for a completions request, in every form the
+    OpenAI and vLLM APIs take: a string, a batch of strings, token ids (counted exactly), a batch of token-id lists;
+    or only `prompt_embeds` (vLLM), whose size vLLM checks itself. Each prompt of a batch is a generation."""
     prompt = body.get("prompt")
     if isinstance(prompt, str):
-        return len(prompt)
+        tokens = _text_tokens(len(prompt))
+        return tokens, tokens, 1
     if isinstance(prompt, list) and prompt:
-        # A list of token ids counts exactly; a list of strings is a batch of prompts.
-        if all(isinstance(p, int) for p in prompt):
-            return math.ceil(len(prompt) * CHARS_PER_TOKEN)
+        if _token_ids(prompt):
+            return len(prompt), len(prompt), 1
+        sizes = None
         if all(isinstance(p, str) for p in prompt):
-            return max(len(p) for p in prompt)
-    raise Reject(400, "'prompt' must be a string or a list", "invalid_request_error", "invalid_type", "prompt")
+            sizes = [_text_tokens(len(p)) for p in prompt]
+        elif all(isinstance(p, list) and p and _token_ids(p) for p in prompt):
+            sizes = [len(p) for p in prompt]
+        if sizes is not None:
+            return max(sizes), sum(sizes), len(sizes)
+    if prompt is None and body.get("prompt_embeds"):
+        return 0, 0, 1
+    raise _invalid_type(
+        "prompt", "'prompt' must be a string, a list of strings, a list of token ids or a list of token-id lists"
+    )
 
 
 class Gateway:
@@ -101,6 +170,7 @@ class Gateway:
             settings.redis,
             settings.redis_password,
             settings.cache_ttl_s,
+            timeout_s=settings.redis_timeout_s,
             lease_percent=settings.rate_limit_lease_percent,
             local_cache_bytes=settings.local_cache_mb << 20,
         )
@@ -163,6 +233,7 @@ class Gateway:
         deadline = time.monotonic() + self.settings.drain_timeout_s
         while self.inflight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        await close_listeners(server, deadline)
         server.should_exit = True
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -200,6 +271,12 @@ class Gateway:
         except Reject as rej:
             state.status = rej.status
             await _respond(send, rej.status, rej.body, [(b"content-type", JSON), *rej.headers], request_id)
+        except Exception:
+            log.exception("unexpected error", extra={"fields": {"request_id": request_id}})
+            state.status = 500
+            if state.started:
+                raise  # uvicorn closes the connection: the client sees the response cut short
+            await _respond(send, 500, INTERNAL_ERROR, [(b"content-type", JSON)], request_id)
         finally:
             self.inflight -= 1
             metrics.INFLIGHT.dec()
@@ -245,7 +322,9 @@ class Gateway:
             rej = Reject(503, "The gateway is shutting down; retry", "service_unavailable", "draining")
             rej.headers = [(b"retry-after", b"1"), (b"connection", b"close")]
             raise rej
-        key = self.keys.get(hashlib.sha256(authorization[7:]).hexdigest()) if authorization[:7] == b"Bearer " else None
+        # RFC 7235: the scheme is case-insensitive, and one or more spaces separate it from the credentials.
+        bearer = authorization[:7].lower() == BEARER
+        key = self.keys.get(hashlib.sha256(authorization[7:].lstrip(b" ")).hexdigest()) if bearer else None
         if key is None:
             rej = Reject(401, "Missing or invalid API key", "authentication_error", "invalid_api_key")
             rej.headers = [(b"www-authenticate", b"Bearer")]
@@ -272,6 +351,7 @@ class Gateway:
         if cached is not None:
             state.cache = "hit"
             state.status = 200
+            state.started = True
             await _replay(send, cached, stream, state.request_id)
             return
         if cache_key is not None:
@@ -318,7 +398,11 @@ class Gateway:
                 "invalid_value",
                 "max_tokens",
             )
-        prompt_tokens = math.ceil(_prompt_chars(route, body) / CHARS_PER_TOKEN)
+        if route == CHAT:
+            prompt_tokens = total_tokens = _message_tokens(body.get("messages"))
+            prompts = 1
+        else:
+            prompt_tokens, total_tokens, prompts = _prompt_tokens(body)
         if context is not None and prompt_tokens + (max_tokens or 0) > context:
             raise Reject(
                 422,
@@ -332,9 +416,9 @@ class Gateway:
         if self.store.caching and (body.get("temperature") == 0 or isinstance(body.get("seed"), int)):
             normalised = {k: v for k, v in body.items() if k not in _NOT_IN_CACHE_KEY}
             digest = hashlib.sha256(orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS)).hexdigest()
-            # Streamed and plain answers are stored in different shapes, so they get separate entries.
-            cache_key = f"cache:{'sse' if body.get('stream') is True else 'json'}:{digest}"
-        return prompt_tokens + (max_tokens or 0), cache_key
+            cache_key = _CACHE_PREFIX[route, body.get("stream") is True] + digest
+        # Each prompt of a batch is a generation of its own.
+        return total_tokens + prompts * (max_tokens or 0), cache_key
 
     async def proxy(
         self,
@@ -354,7 +438,6 @@ class Gateway:
         assert task is not None
         watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, task, state))
         headers = {"content-type": "application/json", "x-request-id": state.request_id}
-        sent_start = False
         t0 = time.perf_counter()
         resp: Response | None = None
         try:
@@ -371,8 +454,8 @@ class Gateway:
             if state.cache:
                 response_headers.append((b"x-cache", state.cache.encode()))
             if stream and resp.status == 200 and content_type.startswith(SSE):
+                state.started = True
                 await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + response_headers})
-                sent_start = True
                 chunks: list[bytes] = []
                 async for chunk in resp:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -383,15 +466,15 @@ class Gateway:
                 # Once the response is complete uvicorn reports a disconnect: stop watching before that.
                 watcher.cancel()
                 await send({"type": "http.response.body", "body": b""})
-                if cache_key is not None and data.rstrip().endswith(b"data: [DONE]"):
+                if cache_key is not None and _completed_normally(data):
                     await self.store.put(cache_key, data)
                 return
             data = await resp.read()
             state.upstream_s = time.perf_counter() - t0
             watcher.cancel()
             response_headers.append((b"content-length", str(len(data)).encode()))
+            state.started = True
             await send({"type": "http.response.start", "status": resp.status, "headers": response_headers})
-            sent_start = True
             await send({"type": "http.response.body", "body": data})
             if cache_key is not None and resp.status == 200:
                 await self.store.put(cache_key, data)
@@ -401,11 +484,13 @@ class Gateway:
             task.uncancel()
             state.status = 499
         except ClientError as exc:
-            # After the first byte nothing is retried (the generation may have run): end the response.
-            if not sent_start:
+            # After the first byte nothing is retried (the generation may have run): end the response, a stream
+            # with an error event so that the client does not take the text so far for the whole answer.
+            if not state.started:
                 raise Reject(502, f"Upstream error: {exc!r}", "upstream_error", "bad_gateway") from None
             log.warning("upstream failed mid-response: %r", exc, extra={"fields": {"request_id": state.request_id}})
             state.status = 502
+            await send({"type": "http.response.body", "body": STREAM_CUT, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         finally:
             watcher.cancel()
@@ -419,7 +504,7 @@ class Gateway:
 
 
 class _RequestState:
-    __slots__ = ("cache", "disconnected", "key", "request_id", "status", "upstream_s")
+    __slots__ = ("cache", "disconnected", "key", "request_id", "started", "status", "upstream_s")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -428,6 +513,31 @@ class _RequestState:
         self.cache = ""
         self.upstream_s = 0.0
         self.disconnected = False
+        self.started = False  # the response's status line went out
+
+
+def _completed_normally(stream: bytes) -> bool:
+    """A stream that ended with `data: [DONE]`, carried no error event (vLLM sends one, then `[DONE]`, when
+    generation fails) and gave every choice it carried a finish_reason: the only kind worth replaying."""
+    if not stream.rstrip().endswith(b"data: [DONE]"):
+        return False
+    finished: dict[Any, bool] = {}
+    for line in stream.splitlines():
+        if not line.startswith(b"data:") or line == b"data: [DONE]":
+            continue
+        try:
+            event = orjson.loads(line[5:])
+        except orjson.JSONDecodeError:
+            return False
+        choices = event.get("choices") if isinstance(event, dict) else None
+        if not isinstance(choices, list) or "error" in event:
+            return False
+        for choice in choices:
+            if not isinstance(choice, dict):
+                return False
+            index = choice.get("index")
+            finished[index] = finished.get(index, False) or choice.get("finish_reason") is not None
+    return bool(finished) and all(finished.values())
 
 
 async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any], state: _RequestState) -> None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import defaults
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -85,35 +87,88 @@ OPTIONS: tuple[Option, ...] = (
     Option("upstream", "GATEWAY_UPSTREAM", "http://127.0.0.1:8000", _http_url, "base URL of vLLM (or the simulator)"),
     Option("redis", "GATEWAY_REDIS_URL", "", _redis_url, "Redis URL for rate limits and cache; empty disables both"),
     Option("redis_password", "GATEWAY_REDIS_PASSWORD", "", str, "Redis AUTH token (prefer the env var, from a Secret)"),
+    Option(
+        "redis_timeout_s",
+        "GATEWAY_REDIS_TIMEOUT_S",
+        str(defaults.REDIS_TIMEOUT_S),
+        _positive_float,
+        "time for one Redis call, connecting included, before the request is served without it",
+    ),
     Option("api_keys_file", "GATEWAY_API_KEYS_FILE", "", str, "JSON file of hashed API keys (required)"),
-    Option("workers", "GATEWAY_WORKERS", "1", _positive_int, "worker processes"),
+    Option("workers", "GATEWAY_WORKERS", str(defaults.WORKERS), _positive_int, "worker processes"),
     Option("models", "GATEWAY_MODELS", "", _models, "comma-separated served-model-name=context-tokens"),
-    Option("max_tokens", "GATEWAY_MAX_TOKENS", "4096", _positive_int, "upper bound on max_tokens"),
-    Option("max_body_bytes", "GATEWAY_MAX_BODY_BYTES", "1048576", _positive_int, "largest accepted request body"),
-    Option("rate_limit_rpm", "GATEWAY_RATE_LIMIT_RPM", "600", _non_negative_int, "requests/minute per key, 0 = off"),
-    Option("rate_limit_tpm", "GATEWAY_RATE_LIMIT_TPM", "0", _non_negative_int, "tokens/minute per key, 0 = off"),
-    Option("cache_ttl_s", "GATEWAY_CACHE_TTL_S", "300", _non_negative_int, "response cache TTL in seconds, 0 = off"),
+    Option("max_tokens", "GATEWAY_MAX_TOKENS", str(defaults.MAX_TOKENS), _positive_int, "upper bound on max_tokens"),
+    Option(
+        "max_body_bytes",
+        "GATEWAY_MAX_BODY_BYTES",
+        str(defaults.MAX_BODY_BYTES),
+        _positive_int,
+        "largest accepted request body",
+    ),
+    Option(
+        "rate_limit_rpm",
+        "GATEWAY_RATE_LIMIT_RPM",
+        str(defaults.RATE_LIMIT_RPM),
+        _non_negative_int,
+        "requests/minute per key, 0 = off",
+    ),
+    Option(
+        "rate_limit_tpm",
+        "GATEWAY_RATE_LIMIT_TPM",
+        str(defaults.RATE_LIMIT_TPM),
+        _non_negative_int,
+        "tokens/minute per key, 0 = off",
+    ),
+    Option(
+        "cache_ttl_s",
+        "GATEWAY_CACHE_TTL_S",
+        str(defaults.CACHE_TTL_S),
+        _non_negative_int,
+        "response cache TTL in seconds, 0 = off",
+    ),
     Option(
         "local_cache_mb",
         "GATEWAY_LOCAL_CACHE_MB",
-        "64",
+        str(defaults.LOCAL_CACHE_MB),
         _non_negative_int,
         "memory per worker for copies of cache entries, answered without Redis",
     ),
     Option(
         "rate_limit_lease_percent",
         "GATEWAY_RATE_LIMIT_LEASE_PERCENT",
-        "1",
+        str(defaults.RATE_LIMIT_LEASE_PERCENT),
         _number(float, 0, 10, " (0 = count each request in Redis before answering it)"),
         "share of a key's per-minute limit a worker takes from Redis at once",
     ),
-    Option("hold_timeout_s", "GATEWAY_HOLD_TIMEOUT_S", "180", _non_negative_float, "hold time while no upstream"),
     Option(
-        "upstream_connect_timeout_s", "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S", "2", _positive_float, "upstream connect"
+        "hold_timeout_s",
+        "GATEWAY_HOLD_TIMEOUT_S",
+        str(defaults.HOLD_TIMEOUT_S),
+        _non_negative_float,
+        "hold time while no upstream",
     ),
-    Option("upstream_read_timeout_s", "GATEWAY_UPSTREAM_READ_TIMEOUT_S", "600", _positive_float, "upstream read gap"),
-    Option("drain_timeout_s", "GATEWAY_DRAIN_TIMEOUT_S", "60", _non_negative_float, "in-flight wait on SIGTERM"),
-    Option("log_level", "GATEWAY_LOG_LEVEL", "info", _log_level, f"one of {', '.join(LOG_LEVELS)}"),
+    Option(
+        "upstream_connect_timeout_s",
+        "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S",
+        str(defaults.UPSTREAM_CONNECT_TIMEOUT_S),
+        _positive_float,
+        "upstream connect",
+    ),
+    Option(
+        "upstream_read_timeout_s",
+        "GATEWAY_UPSTREAM_READ_TIMEOUT_S",
+        str(defaults.UPSTREAM_READ_TIMEOUT_S),
+        _positive_float,
+        "upstream read gap",
+    ),
+    Option(
+        "drain_timeout_s",
+        "GATEWAY_DRAIN_TIMEOUT_S",
+        str(defaults.DRAIN_TIMEOUT_S),
+        _non_negative_float,
+        "in-flight wait on SIGTERM",
+    ),
+    Option("log_level", "GATEWAY_LOG_LEVEL", defaults.LOG_LEVEL, _log_level, f"one of {', '.join(LOG_LEVELS)}"),
 )
 
 
@@ -124,6 +179,7 @@ class Settings:
     upstream: str
     redis: str
     redis_password: str
+    redis_timeout_s: float
     api_keys_file: str
     workers: int
     models: dict[str, int]

@@ -2,9 +2,10 @@
 
 Rate limits: each gateway process takes a lease (a share of a key's per-minute limit) from the key's counter in
 Redis and spends it locally, topping it up in the background before it runs out. Redis counts every lease, so the
-processes together never admit more than the limit; what a process holds unspent (about a lease and a half at
-most) is given back when it shuts down. A lease share of 0 takes exactly what each request needs, one round trip
-per request.
+processes together never admit more than the limit. A process has at most one lease request per key in flight:
+requests that find the lease short while one is under way wait for it instead of taking a lease each, so what a
+process holds unspent stays at about a lease and a half however many requests arrive at once; it is given back
+when the process shuts down. A lease share of 0 takes exactly what each request needs, one round trip per request.
 
 Response cache: Redis holds every entry; each process keeps a copy of the entries it wrote or read, within a byte
 budget and never past the entry's Redis TTL, so a repeated request is answered from memory.
@@ -21,7 +22,7 @@ from typing import Any
 
 from cachetools import TLRUCache
 
-from . import metrics
+from . import defaults, metrics
 from .redis_client import Redis, RedisError
 
 log = logging.getLogger("serving.gateway.store")
@@ -53,7 +54,6 @@ ADMIT_SHA = hashlib.sha1(ADMIT_LUA.encode()).hexdigest()
 LIMIT_KINDS = {1: "rpm", 2: "tpm"}
 # A dead Redis must not cost every request its call timeout: skip it for this long after an error.
 BACKOFF_S = 1.0
-CALL_TIMEOUT_S = 0.05
 
 
 @dataclass(slots=True)
@@ -68,18 +68,26 @@ class _Lease:
     tok_share: int
     requests: int = 0
     tokens: int = 0
-    refilling: bool = False
+    # The lease request in flight to Redis (a top-up or one a request started), done when its answer is in.
+    flight: asyncio.Future[None] | None = None
     # Redis had nothing left to give: no more background top-ups this window (a request that needs one still asks).
     dry: bool = False
 
 
 class Store:
     def __init__(
-        self, url: str, password: str, cache_ttl_s: int, *, lease_percent: float = 0.0, local_cache_bytes: int = 0
+        self,
+        url: str,
+        password: str,
+        cache_ttl_s: int,
+        *,
+        timeout_s: float = defaults.REDIS_TIMEOUT_S,
+        lease_percent: float = 0.0,
+        local_cache_bytes: int = 0,
     ) -> None:
         self.cache_ttl_s = cache_ttl_s
         self.lease_share = lease_percent / 100
-        self.client = Redis(url, password, CALL_TIMEOUT_S) if url else None
+        self.client = Redis(url, password, timeout_s) if url else None
         self._down_until = 0.0
         self.caching = self.client is not None and cache_ttl_s > 0
         # Values are (response, monotonic expiry); an entry is dropped at its expiry or when the budget needs room.
@@ -138,21 +146,33 @@ class Store:
         lease = self._lease(key_id, window, rpm, tpm)
         need_req = 1 if rpm > 0 else 0
         need_tok = cost if tpm > 0 else 0
+        cached = self._cached_locally(cache_key) if cache_key is not None else None
+        local_hit = cached is not None
+        covered = lease.requests >= need_req and lease.tokens >= need_tok
+        if covered and (cache_key is None or local_hit):
+            self._spend(lease, need_req, need_tok)
+            return None, 0, self._counted(cache_key, cached, local_hit)
+        # Single flight: while a lease for this key is on its way, wait for it rather than take another.
+        while not covered and lease.flight is not None:
+            await asyncio.shield(lease.flight)  # a waiter that is cancelled must not cancel the others' wait
+            covered = lease.requests >= need_req and lease.tokens >= need_tok
         # For a limit the lease cannot cover, Redis is asked for what this request needs plus a new lease.
         take_req = 0 if lease.requests >= need_req else max(need_req, lease.req_share)
         take_tok = 0 if lease.tokens >= need_tok else max(need_tok, lease.tok_share)
-        cached = self._cached_locally(cache_key) if cache_key is not None else None
-        local_hit = cached is not None
         if not take_req and not take_tok and (cache_key is None or local_hit):
             self._spend(lease, need_req, need_tok)
             return None, 0, self._counted(cache_key, cached, local_hit)
         keys = (lease.counter,) if cache_key is None or local_hit else (lease.counter, cache_key)
         result = None
         if self._available():
+            flight = self._start_flight(lease) if take_req or take_tok else None
             try:
                 result = await self._eval_admit(keys, (rpm, tpm, need_req, take_req, need_tok, take_tok))
             except (RedisError, OSError) as exc:
                 self._failed(exc)
+            finally:
+                if flight is not None:
+                    self._end_flight(lease, flight)
         if result is None:
             # Fail open: the request is served; a lease that covers it is still spent.
             if not take_req and not take_tok:
@@ -186,24 +206,35 @@ class Store:
         lease.tokens -= need_tok
         low_req = need_req and lease.req_share > 1 and lease.requests < lease.req_share // 2
         low_tok = need_tok and lease.tok_share > 1 and lease.tokens < lease.tok_share // 2
-        if (low_req or low_tok) and not lease.refilling and not lease.dry and self._available():
-            lease.refilling = True
+        if (low_req or low_tok) and lease.flight is None and not lease.dry and self._available():
+            flight = self._start_flight(lease)
             task = asyncio.get_running_loop().create_task(
-                self._refill(lease, lease.req_share if low_req else 0, lease.tok_share if low_tok else 0)
+                self._refill(lease, flight, lease.req_share if low_req else 0, lease.tok_share if low_tok else 0)
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _refill(self, lease: _Lease, take_req: int, take_tok: int) -> None:
+    async def _refill(self, lease: _Lease, flight: asyncio.Future[None], take_req: int, take_tok: int) -> None:
         try:
             result = await self._eval_admit((lease.counter,), (lease.rpm, lease.tpm, 0, take_req, 0, take_tok))
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return
         finally:
-            lease.refilling = False
+            self._end_flight(lease, flight)
         lease.dry = not result[1] and not result[2]
         self._add_to_lease(lease, result[1], result[2])
+
+    @staticmethod
+    def _start_flight(lease: _Lease) -> asyncio.Future[None]:
+        flight = lease.flight = asyncio.get_running_loop().create_future()
+        return flight
+
+    @staticmethod
+    def _end_flight(lease: _Lease, flight: asyncio.Future[None]) -> None:
+        """Wakes the waiters; they run after the caller has added the answer to the lease (no await between)."""
+        lease.flight = None
+        flight.set_result(None)
 
     @staticmethod
     def _add_to_lease(lease: _Lease, requests: int, tokens: int) -> None:

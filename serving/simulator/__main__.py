@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> None:
         "--output-tokens", type=int, default=Settings.output_tokens, help="tokens per answer (max_tokens caps it)"
     )
     p.add_argument("--max-concurrency", type=int, default=0, help="running per worker, others wait (0: no limit)")
+    p.add_argument("--stream-error-after", type=int, default=-1, help="tokens, then vLLM's in-band error event")
+    p.add_argument("--stream-drop-after", type=int, default=-1, help="tokens, then the connection drops mid-stream")
     p.add_argument("--startup-delay-s", type=float, default=0.0, help="sleep before binding the port (model loading)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--log-level", default="warning")
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
         itl_ms=args.itl_ms,
         output_tokens=args.output_tokens,
         max_concurrency=args.max_concurrency,
+        stream_error_after=args.stream_error_after,
+        stream_drop_after=args.stream_drop_after,
     )
     # Through the environment so that every uvicorn worker process builds the same app.
     os.environ.update(settings.to_env())

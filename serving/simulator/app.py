@@ -36,6 +36,10 @@ class Settings:
     itl_ms: float = 0.0
     output_tokens: int = 16
     max_concurrency: int = 0  # 0 = unlimited
+    # Faults of a stream after this many tokens (-1 = none), for the gateway's tests: vLLM's in-band error event
+    # followed by `data: [DONE]`, or the connection dropped mid-body (an engine crash, a pod killed).
+    stream_error_after: int = -1
+    stream_drop_after: int = -1
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -47,6 +51,8 @@ class Settings:
             itl_ms=float(env.get("SIMULATOR_ITL_MS", cls.itl_ms)),
             output_tokens=int(env.get("SIMULATOR_OUTPUT_TOKENS", cls.output_tokens)),
             max_concurrency=int(env.get("SIMULATOR_MAX_CONCURRENCY", cls.max_concurrency)),
+            stream_error_after=int(env.get("SIMULATOR_STREAM_ERROR_AFTER", cls.stream_error_after)),
+            stream_drop_after=int(env.get("SIMULATOR_STREAM_DROP_AFTER", cls.stream_drop_after)),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -57,6 +63,8 @@ class Settings:
             "SIMULATOR_ITL_MS": str(self.itl_ms),
             "SIMULATOR_OUTPUT_TOKENS": str(self.output_tokens),
             "SIMULATOR_MAX_CONCURRENCY": str(self.max_concurrency),
+            "SIMULATOR_STREAM_ERROR_AFTER": str(self.stream_error_after),
+            "SIMULATOR_STREAM_DROP_AFTER": str(self.stream_drop_after),
         }
 
 
@@ -71,6 +79,10 @@ class ApiError(Exception):
 
 class ClientGone(Exception):
     pass
+
+
+class StreamDropped(Exception):
+    """Raised mid-stream on purpose: uvicorn then closes the connection without ending the chunked body."""
 
 
 class Metrics:
@@ -335,6 +347,17 @@ class _Generation:
                 await asyncio.sleep(s.itl_ms / 1000)
             await _send_chunk(send, self._chunk(token, None))
             produced += 1
+            if produced == s.stream_drop_after:
+                raise StreamDropped
+            if produced == s.stream_error_after:
+                # vllm/entrypoints/openai/completion/serving.py (and chat_completion/serving.py): an exception in
+                # the stream generator yields `data: {"error": {...}}` and then `data: [DONE]`.
+                error = {
+                    "error": {"message": "engine failed", "type": "InternalServerError", "param": None, "code": 500}
+                }
+                await _send_chunk(send, b"data: " + orjson.dumps(error) + b"\n\ndata: [DONE]\n\n")
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return produced
         tail = self._chunk("" if not self.chat else None, self.finish)
         options = self.body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):

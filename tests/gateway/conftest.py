@@ -105,6 +105,7 @@ def start_gateway(keys_file: Path) -> Iterator[GatewayFactory]:
             "GATEWAY_UPSTREAM": upstream_url,
             "GATEWAY_REDIS_URL": redis_url,
             "GATEWAY_API_KEYS_FILE": str(keys_file),
+            "GATEWAY_WORKERS": "1",
             "GATEWAY_MODELS": f"{MODEL}={CONTEXT},other-model=8192",
             "GATEWAY_MAX_TOKENS": "1024",
             "GATEWAY_MAX_BODY_BYTES": "65536",

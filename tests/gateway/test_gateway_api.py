@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import httpx
 import openai
 import pytest
 
 from serving.processes import ManagedProcess
 
-from .conftest import KEY, MODEL, metric
+from .conftest import KEY, MODEL, GatewayFactory, metric
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -148,3 +151,96 @@ def test_health_ready_and_metrics_names(gateway: ManagedProcess) -> None:
         "gateway_overhead_seconds_bucket",
     ):
         assert name in text, name
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer  "])
+def test_bearer_scheme_is_case_insensitive(gateway: ManagedProcess, scheme: str) -> None:
+    """RFC 7235 section 2.1: the scheme is case-insensitive; one or more spaces precede the credentials."""
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 1}
+    resp = _post(gateway, COMPLETIONS, body, key=None, headers={"authorization": f"{scheme} {KEY}"})
+    assert resp.status_code == 200, resp.text
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": [{"type": "text", "text": 5}]}],
+        [{"role": "user", "content": [{"type": "text", "text": None}]}],
+        [{"role": "user", "content": ["just a string"]}],
+        [{"role": "user", "content": 42}],
+        ["not an object"],
+    ],
+)
+def test_malformed_message_is_openai_400_with_request_id(gateway: ManagedProcess, messages: list[object]) -> None:
+    resp = _post(gateway, CHAT, {"model": MODEL, "messages": messages}, headers={"x-request-id": "bad-part-1"})
+    assert _error(resp, 400)["param"] == "messages"
+    assert resp.headers["x-request-id"] == "bad-part-1"
+
+
+def test_text_and_image_parts_are_accepted(gateway: ManagedProcess) -> None:
+    content = [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "data:,"}}]
+    body = {"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": 2}
+    assert _post(gateway, CHAT, body).status_code == 200
+
+
+def test_unexpected_exception_is_openai_500_with_request_id_and_logged(
+    start_gateway: GatewayFactory, upstream: ManagedProcess, tmp_path: Path
+) -> None:
+    # A fault injected into the real process: validation raises for one model name.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import serving.gateway.app as app\n"
+        "validate = app.Gateway.validate\n"
+        "def failing(self, route, body):\n"
+        "    if body.get('model') == 'other-model':\n"
+        "        raise RuntimeError('injected fault')\n"
+        "    return validate(self, route, body)\n"
+        "app.Gateway.validate = failing\n"
+    )
+    gateway = start_gateway(upstream.url, env={"PYTHONPATH": str(tmp_path)})
+    body = {"model": "other-model", "prompt": "x"}
+    resp = _post(gateway, COMPLETIONS, body, headers={"x-request-id": "boom-1"})
+    error = _error(resp, 500)
+    assert error["type"] == "server_error"
+    assert resp.headers["x-request-id"] == "boom-1"
+    assert resp.headers["content-type"] == "application/json"
+    with pytest.raises(openai.InternalServerError):
+        _client(gateway).completions.create(model="other-model", prompt="x")
+    assert _post(gateway, COMPLETIONS, {"model": MODEL, "prompt": "x", "max_tokens": 1}).status_code == 200
+    log = [json.loads(line) for line in gateway.stderr_tail().splitlines() if line.startswith("{")]
+    (logged,) = [entry for entry in log if entry.get("request_id") == "boom-1"]
+    assert logged["level"] == "error" and "injected fault" in logged["exc"]
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a string",
+        ["a batch", "of strings"],
+        [1, 2, 3],
+        [[1, 2, 3], [4, 5]],  # a batch of pre-tokenised prompts
+    ],
+)
+def test_every_openai_prompt_shape_is_accepted(gateway: ManagedProcess, prompt: object) -> None:
+    completion = _client(gateway).completions.create(model=MODEL, prompt=prompt, max_tokens=2)  # type: ignore[arg-type]
+    assert completion.choices[0].text
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        [7] * 4000,
+        [[7] * 10, [7] * 4000],  # the largest prompt of the batch is the one checked
+    ],
+)
+def test_token_id_prompts_count_exactly_against_the_context(gateway: ManagedProcess, prompt: object) -> None:
+    """4,000 token ids and 96 new tokens fill the 4,096-token context exactly; one more token does not fit."""
+    fits = _post(gateway, COMPLETIONS, {"model": MODEL, "prompt": prompt, "max_tokens": 96})
+    assert fits.status_code == 200, fits.text
+    over = _post(gateway, COMPLETIONS, {"model": MODEL, "prompt": prompt, "max_tokens": 97})
+    assert _error(over, 422)["code"] == "context_length_exceeded"
+
+
+@pytest.mark.parametrize("prompt", [[], [[]], [1, "a"], [[1], "a"], [-1], [True], 5])
+def test_malformed_prompt_is_400(gateway: ManagedProcess, prompt: object) -> None:
+    resp = _post(gateway, COMPLETIONS, {"model": MODEL, "prompt": prompt})
+    assert _error(resp, 400)["param"] == "prompt"

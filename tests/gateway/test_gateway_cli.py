@@ -13,6 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from components.gateway import GatewayConfig
+from infra.offline import Graph
+from serving.bench.__main__ import gateway_command
+from serving.gateway.settings import OPTIONS, Settings, parse
 from serving.processes import ManagedProcess
 
 from .conftest import KEY, MODEL, GatewayFactory, metric, wait_for
@@ -102,3 +106,38 @@ def test_workers_share_metrics_and_drain(start_gateway: GatewayFactory, upstream
     wait_for(lambda: metric(gateway.url, "gateway_requests_total", 'status="200"') == 6, timeout=5)
     gateway.send_signal(signal.SIGTERM)
     assert gateway.process.wait(15) == 0
+
+
+# What each deployment sets for itself (addresses, secrets, models, process count), not a default.
+PER_DEPLOYMENT = {"host", "port", "upstream", "redis", "redis_password", "api_keys_file", "models", "workers"}
+# Derived per stack from its cold-start budget; the benchmark's upstream is always ready, so nothing is held.
+PER_STACK = {"hold_timeout_s"}
+
+
+def test_gateway_and_stack_share_their_defaults() -> None:
+    """A gateway started with nothing but its keys file is configured as the stack deploys it by default."""
+    own = Settings.resolve({}, {"GATEWAY_API_KEYS_FILE": "keys.json"})
+    stack = GatewayConfig()
+    # Settings the stack has no key for (the Redis call timeout) are deployed at the gateway's own default; the
+    # hold timeout is each stack's, derived from its cold-start budget (tests/test_cold_start.py).
+    shared = (
+        {opt.name for opt in OPTIONS} & set(GatewayConfig.model_fields) - PER_DEPLOYMENT - {"log_level", *PER_STACK}
+    )
+    assert len(shared) == 10
+    for name in shared:
+        assert getattr(own, name) == getattr(stack, name), name
+    assert own.log_level == stack.log_level.lower()
+    assert own.workers == stack.workers
+
+
+def test_benchmark_runs_the_gateway_the_stack_deploys(graph: Graph, tmp_path: Path) -> None:
+    """The benchmark's gateway, resolved by the gateway's own parser, has every setting of the Deployment's
+    container except those each deployment sets for itself."""
+    (container,) = graph.one("kubernetes:apps/v1:Deployment", "gateway-deployment").inputs["spec"]["template"]["spec"][
+        "containers"
+    ]
+    deployed = Settings.resolve({}, {item["name"]: item["value"] for item in container["env"] if "value" in item})
+    argv, env = gateway_command("http://127.0.0.1:1", "redis://127.0.0.1:2/0", tmp_path / "k.json", 3, workers=1)
+    benchmarked = parse(argv[3:], {**_base_env(), **env})
+    for name in {opt.name for opt in OPTIONS} - PER_DEPLOYMENT - PER_STACK:
+        assert getattr(benchmarked, name) == getattr(deployed, name), name
