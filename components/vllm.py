@@ -387,8 +387,9 @@ class VllmServer(pulumi.ComponentResource):
         config = args.config
         if not config.shared_compile_cache:
             return [{"name": "compile-cache", "mountPath": COMPILE_CACHE_PATH}], []
-        key = compile_cache.cache_key(config.model or "", args.gpu_families, config.gpus_per_pod,
-                                      vllm_arguments(config, config.model or ""))
+        # Until a version is published no pod runs; the key still names a model (the name clients send).
+        model = config.model or config.name_for_clients
+        key = compile_cache.cache_key(model, args.gpu_families, config.gpus_per_pod, vllm_arguments(config, model))
         mounts = [{"name": "compile-cache", "mountPath": COMPILE_CACHE_PATH, "subPath": key}]
         sync_mounts = [*mounts, {"name": "sync-tmp", "mountPath": "/tmp"}]
         containers = pulumi.Output.from_input(args.model_bucket).apply(

@@ -1,8 +1,9 @@
 """The cold-start budget (components/cold_start.py): its stages from configuration, and every wait that must
 outlast a cold start derived from it. Expected figures are worked by hand from seed 004's measurements
 (g5.2xlarge Spot: node Ready 47 s, 8 GB image with SOCI parallel pull 44 s, 3.9 GiB from S3 in 2.4 s (taken as
-1.5 GiB/s), load 22.8 s, torch.compile 7.8 s with a shared cache and 60 s without) and the 5 s startup probe. Prod has the
-shared compile cache: 0.5 GiB (coldStart.compileCacheGib's default) synced at 1.5 GiB/s, a 0.15 GB sync image."""
+1.5 GiB/s), load 22.8 s, torch.compile 7.8 s with a shared cache and 60 s without) and the 5 s startup probe.
+Prod has the shared compile cache: 0.5 GiB (coldStart.compileCacheGib's default) synced at 1.5 GiB/s, and a
+0.15 GB sync image."""
 
 import math
 from pathlib import Path
