@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from graph_helpers import prod_values
 
 from components.cold_start import (
     ColdStartConfig,
@@ -21,8 +22,7 @@ from components.cold_start import (
 from infra.cost.simulator import settings_from_config
 from infra.cost.throughput import throughput
 from infra.offline import Graph, build_graph
-from stacks.defaults import deep_merge
-from stacks.loader import ConfigError, as_engine_config, read_stack_file, stack_file, validate
+from stacks.loader import ConfigError, as_engine_config, validate
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -39,12 +39,8 @@ PROD_COLD_S = 47 + PROD_IMAGE_S + PROD_WARM_S
 PROD_MISS_S = 60 - 7.8
 
 
-def _prod_values(change: dict[str, Any]) -> dict[str, Any]:
-    return deep_merge(read_stack_file(stack_file(PROJECT_DIR, "prod")), change)
-
-
 def _prod_graph(change: dict[str, Any]) -> Graph:
-    values = _prod_values(change)
+    values = prod_values(change)
     return build_graph(validate("prod", values, "test"), "prod", as_engine_config(values))
 
 
@@ -91,14 +87,14 @@ def test_a_bigger_image_moves_every_wait_that_covers_a_node(prod_graph: Graph) -
 
 
 def test_explicit_gateway_timeouts_win_over_the_budget() -> None:
-    config = validate("prod", _prod_values({"serving": {"gateway": {"holdTimeoutS": 120}}}), "t")
+    config = validate("prod", prod_values({"serving": {"gateway": {"holdTimeoutS": 120}}}), "t")
     assert config.gateway_timeouts() == (120, 420)
 
 
 def test_a_derived_idle_timeout_over_the_alb_maximum_is_refused() -> None:
     change = {"serving": {"gateway": {"upstreamReadTimeoutS": 3600, "holdTimeoutS": 600}}}
     with pytest.raises(ConfigError, match="over the ALB's 4000 s"):
-        validate("prod", _prod_values(change), "Pulumi.prod.yaml")
+        validate("prod", prod_values(change), "Pulumi.prod.yaml")
 
 
 def test_the_simulator_starts_pods_on_the_budget(prod_graph: Graph) -> None:
@@ -140,7 +136,7 @@ def test_model_size_comes_from_the_name_or_the_override() -> None:
 
 def test_a_published_prefix_without_a_size_gets_an_assumed_budget() -> None:
     """Promoting models/<name>/<version>/ must not fail on the budget: a 7B bf16 model is assumed, and said so."""
-    config = validate("prod", _prod_values({"serving": {"vllm": {"model": "models/qwen-test/1.0.0/"}}}), "t")
+    config = validate("prod", prod_values({"serving": {"vllm": {"model": "models/qwen-test/1.0.0/"}}}), "t")
     weights = config.cold_start_budget().in_container[0]
     assert weights.seconds == pytest.approx(PROD_WEIGHTS_S)
     assert "assumed" in weights.source and "modelSizeB" in weights.source

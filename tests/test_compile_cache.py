@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from graph_helpers import prod_values
 
 from components import upstream
+from components.cold_start import ColdStartBudget
 from components.compile_cache import UPLOAD_SCRIPT, cache_key
 from components.vllm import VllmConfig, vllm_arguments
-from infra.offline import Graph, build_graph
-from stacks.defaults import deep_merge
-from stacks.loader import as_engine_config, read_stack_file, stack_file, validate
+from infra.offline import Graph
+from stacks.loader import validate
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 READER_POLICY = ("aws:iam/rolePolicy:RolePolicy", "model-store-reader")
 GIB = 2**30
@@ -31,13 +31,8 @@ READ_ACTIONS = {"s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject", "s3:Get
                 "kms:DescribeKey"}
 
 
-def _prod(change: dict[str, Any]) -> dict[str, Any]:
-    return deep_merge(read_stack_file(stack_file(PROJECT_DIR, "prod")), change)
-
-
-def _graph(change: dict[str, Any]) -> Graph:
-    values = _prod(change)
-    return build_graph(validate("prod", values, "test"), "prod", as_engine_config(values))
+def _budget(change: dict[str, Any]) -> ColdStartBudget:
+    return validate("prod", prod_values(change), "t").cold_start_budget()
 
 
 def _pod(graph: Graph) -> dict[str, Any]:
@@ -51,7 +46,7 @@ def _statements(graph: Graph) -> list[dict[str, Any]]:
 
 
 def test_prod_warm_start_meets_its_60_s_target() -> None:
-    budget = validate("prod", _prod({}), "t").cold_start_budget()
+    budget = _budget({})
     assert budget.warm_s == pytest.approx(PROD_WARM_S)
     assert budget.warm_s <= 60
     stages = {stage.name: stage.seconds for stage in budget.stages()}
@@ -61,13 +56,13 @@ def test_prod_warm_start_meets_its_60_s_target() -> None:
 
 
 def test_without_the_shared_cache_a_new_node_compiles() -> None:
-    budget = validate("prod", _prod({"serving": {"vllm": {"sharedCompileCache": False}}}), "t").cold_start_budget()
+    budget = _budget({"serving": {"vllm": {"sharedCompileCache": False}}})
     assert [stage.name for stage in budget.stages()] == ["node", "image", "weights", "load", "compile", "probe"]
     assert budget.warm_s == pytest.approx(PROD_WARM_S - 0.5 / 1.5 - 7.8 + 60)
 
 
 def test_a_bigger_cache_takes_longer_to_sync() -> None:
-    budget = validate("prod", _prod({"serving": {"coldStart": {"compileCacheGib": 3}}}), "t").cold_start_budget()
+    budget = _budget({"serving": {"coldStart": {"compileCacheGib": 3}}})
     assert budget.warm_s == pytest.approx(PROD_WARM_S - 0.5 / 1.5 + 2)
 
 

@@ -92,17 +92,23 @@ def test_an_image_repository_is_priced_for_the_images_it_keeps(tmp_path: Path) -
     assert unpriced == []
 
 
+def gpu_pool() -> list[dict[str, Any]]:
+    """A g6 Spot GPU NodePool and its EC2NodeClass (200 GiB gp3, 4000 IOPS, 225 MiB/s)."""
+    requirements = [
+        {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["g6"]},
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]},
+    ]
+    template = {"metadata": {"labels": {"llm-platform/pool": "gpu"}}, "spec": {"requirements": requirements}}
+    volume = {"ebs": {"volumeSize": "200Gi", "iops": 4000, "throughput": 225}}
+    return [
+        resource("kubernetes:karpenter.sh/v1:NodePool", "pools-gpu-nodepool", POOLS, {"spec": {"template": template}}),
+        resource("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass", "pools-gpu-ec2nodeclass", POOLS,
+                 {"spec": {"blockDeviceMappings": [volume]}}),
+    ]
+
+
 def test_gpu_pool_is_priced_from_the_simulated_node_hours(tmp_path: Path) -> None:
-    pool = resource("kubernetes:karpenter.sh/v1:NodePool", "pools-gpu-nodepool", POOLS, {"spec": {"template": {
-        "metadata": {"labels": {"llm-platform/pool": "gpu"}},
-        "spec": {"requirements": [
-            {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["g6"]},
-            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]},
-        ]},
-    }}})
-    node_class = resource("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass", "pools-gpu-ec2nodeclass", POOLS, {"spec": {
-        "blockDeviceMappings": [{"ebs": {"volumeSize": "200Gi", "iops": 4000, "throughput": 225}}],
-    }})
+    pool, node_class = gpu_pool()
     vllm = resource("kubernetes:apps/v1:Deployment", "vllm", STACK, {"spec": {"replicas": 0, "template": {"spec": {
         "nodeSelector": {"llm-platform/pool": "gpu"},
         "containers": [{"resources": {"requests": {"cpu": "4", "memory": "24Gi", "nvidia.com/gpu": "1"}}}],
@@ -118,16 +124,7 @@ def test_gpu_pool_is_priced_from_the_simulated_node_hours(tmp_path: Path) -> Non
 
 
 def test_warm_capacity_is_priced_for_its_scheduled_gpu_node_hours(tmp_path: Path) -> None:
-    pool = resource("kubernetes:karpenter.sh/v1:NodePool", "pools-gpu-nodepool", POOLS, {"spec": {"template": {
-        "metadata": {"labels": {"llm-platform/pool": "gpu"}},
-        "spec": {"requirements": [
-            {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["g6"]},
-            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]},
-        ]},
-    }}})
-    node_class = resource("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass", "pools-gpu-ec2nodeclass", POOLS, {"spec": {
-        "blockDeviceMappings": [{"ebs": {"volumeSize": "200Gi", "iops": 4000, "throughput": 225}}],
-    }})
+    pool, node_class = gpu_pool()
     on_gpu = {"nodeSelector": {"llm-platform/pool": "gpu"}}
     vllm = resource("kubernetes:apps/v1:Deployment", "vllm", STACK, {"metadata": {"name": "vllm"}, "spec": {
         "replicas": 0, "template": {"spec": {**on_gpu, "containers": [
