@@ -36,6 +36,11 @@ S3_STREAM_GIB_S = 1.5  # 3.9 GiB in 2.4 s (1.6 GiB/s); 1.5+ GiB/s through an S3 
 MODEL_LOAD_S = 22.8
 COMPILE_CACHED_S = 7.8
 COMPILE_COLD_S = 60.0
+# The compile cache's sync image (components/versions.py AWS_CLI_IMAGE), pulled before the vLLM image (kubelet pulls
+# an init container's image when it starts it): an estimate, Amazon Linux 2023 plus the AWS CLI, compressed.
+AWS_CLI_IMAGE_GB = 0.15
+# The sync may take this long at least before the pod gives up on it (CLI start, listing), whatever the budget.
+SYNC_MIN_TIMEOUT_S = 60
 
 
 class ModelSizeUnknown(ValueError):
@@ -73,6 +78,11 @@ class ColdStartConfig(StrictModel):
     probe_tolerance: float = Field(
         default=3, ge=1, le=10, description="A start this many budgets late is failed (startup probe, rollout)."
     )
+    compile_cache_gib: float = Field(
+        default=0.5, gt=0, le=50,
+        description="Size of one deployment's torch.compile cache, synced from the model bucket before vLLM starts "
+        "with serving.vllm.sharedCompileCache (an estimate for a 7B model: measure with du -sh on a node).",
+    )
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,10 @@ class ColdStartBudget:
     node: Stage
     image: Stage
     in_container: tuple[Stage, ...]  # weights, load, compile, probe: what the startup probe must wait for
+    init: tuple[Stage, ...] = ()  # init containers, before vLLM starts: the compile cache's sync
+    # What a miss of the shared compile cache adds (a new model, settings or GPU type compiles once): the budget
+    # counts the hit, the waits that fail a start (startup probe, rollout) also allow the miss.
+    miss_s: float = 0.0
 
     @property
     def container_s(self) -> float:
@@ -111,25 +125,32 @@ class ColdStartBudget:
     def warm_s(self) -> float:
         """From scale-up to serving on a GPU node that is up with the image on it (warm capacity: the placeholder
         pulled the image, components/warm_capacity.py)."""
-        return self.container_s
+        return sum(stage.seconds for stage in self.init) + self.container_s
 
     @property
     def cold_s(self) -> float:
         """From scale-up to serving with no GPU node."""
-        return self.node.seconds + self.image.seconds + self.container_s
+        return self.node.seconds + self.image.seconds + self.warm_s
 
     def stages(self) -> list[Stage]:
-        return [self.node, self.image, *self.in_container]
+        return [self.node, self.image, *self.init, *self.in_container]
+
+    @property
+    def init_timeout_s(self) -> int:
+        """How long an init container may sync before the pod goes on without it: `probeTolerance` times its stage."""
+        return max(SYNC_MIN_TIMEOUT_S, math.ceil(self.config.probe_tolerance * sum(s.seconds for s in self.init)))
 
     @property
     def startup_failure_threshold(self) -> int:
-        """Startup probe failures allowed: the in-container stages, `probeTolerance` times over."""
-        return math.ceil(self.config.probe_tolerance * self.container_s / STARTUP_PROBE_PERIOD_S)
+        """Startup probe failures allowed: the in-container stages with a compile cache miss, `probeTolerance` times
+        over."""
+        return math.ceil(self.config.probe_tolerance * (self.container_s + self.miss_s) / STARTUP_PROBE_PERIOD_S)
 
     @property
     def rollout_timeout_s(self) -> int:
-        """How long `pulumi up` waits for a new vLLM pod: a whole cold start, `probeTolerance` times over."""
-        return math.ceil(self.config.probe_tolerance * self.cold_s)
+        """How long `pulumi up` waits for a new vLLM pod: a whole cold start with a compile cache miss (a new model
+        version misses), `probeTolerance` times over."""
+        return math.ceil(self.config.probe_tolerance * (self.cold_s + self.miss_s))
 
     @property
     def hold_timeout_s(self) -> int:
@@ -159,12 +180,20 @@ def weights_stage(inputs: ColdStartInputs, config: ColdStartConfig) -> Stage:
                  f"{assumed}{gib:.1f} GiB at coldStart.hubThroughputGibS {config.hub_throughput_gib_s} GiB/s (assumed)")
 
 
+def cache_sync_stage(config: ColdStartConfig) -> Stage:
+    return Stage("cache", config.compile_cache_gib / S3_STREAM_GIB_S,
+                 f"compile cache {config.compile_cache_gib} GiB (coldStart.compileCacheGib, an estimate) at "
+                 f"{S3_STREAM_GIB_S} GiB/s from the model bucket")
+
+
 def cold_start_budget(inputs: ColdStartInputs, config: ColdStartConfig) -> ColdStartBudget:
     compile_stage = (
         Stage("compile", COMPILE_CACHED_S, f"{SEED_004}: torch.compile with a shared cache")
         if inputs.shared_compile_cache
         else Stage("compile", COMPILE_COLD_S, f"{SEED_004}: torch.compile without a cache (about 60 s)")
     )
+    init = (cache_sync_stage(config),) if inputs.shared_compile_cache else ()
+    image_gb = config.image_gb + (AWS_CLI_IMAGE_GB if inputs.shared_compile_cache else 0)
     in_container = (
         weights_stage(inputs, config),
         Stage("load", MODEL_LOAD_S, f"{SEED_004}: model load"),
@@ -172,7 +201,11 @@ def cold_start_budget(inputs: ColdStartInputs, config: ColdStartConfig) -> ColdS
         Stage("probe", STARTUP_PROBE_PERIOD_S, "startup probe period: a ready server is seen this late at most"),
     )
     node = Stage("node", NODE_READY_S, f"{SEED_004}: Karpenter launch to node Ready")
-    return ColdStartBudget(config, node, image_stage(inputs.fast_image_pull, config.image_gb), in_container)
+    image = image_stage(inputs.fast_image_pull, image_gb)
+    if inputs.shared_compile_cache:
+        image = Stage("image", image.seconds, f"{image.source}; plus the {AWS_CLI_IMAGE_GB} GB sync image (estimate)")
+    miss_s = COMPILE_COLD_S - COMPILE_CACHED_S if inputs.shared_compile_cache else 0.0
+    return ColdStartBudget(config, node, image, in_container, init, miss_s)
 
 
 def describe(budget: ColdStartBudget, hold_timeout_s: int, idle_timeout_s: int) -> list[str]:

@@ -7,7 +7,7 @@ import pulumi
 import pulumi_aws as aws
 from pydantic import Field
 
-from components import iam
+from components import compile_cache, iam
 from components.config_base import StrictModel
 
 S3_BUCKET_PATTERN = r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
@@ -30,6 +30,8 @@ class ModelStoreArgs:
     bucket_name: str
     # Prod: the bucket, its key and the registry table survive `pulumi destroy` and replaces (children inherit it).
     protect: bool = False
+    # The serving role may also write the shared torch.compile cache, under its prefix only (compile_cache.py).
+    compile_cache_writable: bool = False
 
 
 class ModelStore(pulumi.ComponentResource):
@@ -138,6 +140,7 @@ class ModelStore(pulumi.ComponentResource):
                         "Resource": bucket.arn.apply(lambda arn: f"{arn}/*"),
                     },
                     {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": key.arn},
+                    *self._cache_writes(args, bucket, key),
                 ]
             ),
             opts=pulumi.ResourceOptions(parent=reader),
@@ -157,6 +160,16 @@ class ModelStore(pulumi.ComponentResource):
                 "reader_role_arn": self.reader_role_arn,
             }
         )
+
+    @staticmethod
+    def _cache_writes(args: ModelStoreArgs, bucket: aws.s3.Bucket, key: aws.kms.Key) -> list[iam.Statement]:
+        """With a shared compile cache: objects under its prefix (the weights stay read-only), encrypted with the
+        bucket's key (SSE-KMS needs kms:GenerateDataKey to write)."""
+        if not args.compile_cache_writable:
+            return []
+        return [compile_cache.write_statement(bucket.arn),
+                {"Sid": "EncryptCompileCache", "Effect": "Allow", "Action": ["kms:GenerateDataKey"],
+                 "Resource": key.arn}]
 
     def _registry_table(self, name: str, args: ModelStoreArgs, key: aws.kms.Key) -> aws.dynamodb.Table:
         """Which model versions exist and which one each stack serves; a handful of writes per release."""

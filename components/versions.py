@@ -85,6 +85,10 @@ CPU_AMI_ALIAS_PROD = "al2023@v20260714"
 
 VLLM_VERSION = "0.33.0"
 VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"
+# The compile cache's sync containers (components/compile_cache.py): aws/aws-cli tag 2.36.7 (2026-07-23), published
+# as public.ecr.aws/aws-cli/aws-cli:<CLI version> (AWS CLI user guide, "Use specific versions and tags"); its
+# docker/Dockerfile at that tag builds on amazonlinux:2023 with ENTRYPOINT aws (components/upstream/images.json).
+AWS_CLI_IMAGE = "public.ecr.aws/aws-cli/aws-cli:2.36.7"
 # The warm-capacity placeholder's container (kubernetes build/pause; non-root since 3.5; kubeadm's default sandbox
 # image since Kubernetes 1.31).
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"

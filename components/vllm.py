@@ -10,7 +10,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 from pydantic import AfterValidator, Field, model_validator
 
-from components import contracts
+from components import compile_cache, contracts
 from components.cold_start import STARTUP_PROBE_PERIOD_S, ColdStartBudget
 from components.config_base import StrictModel
 from components.kube import Quantity, Resources, as_manifest, autoscaled, one_at_a_time_budget
@@ -81,6 +81,11 @@ class VllmConfig(StrictModel):
         description="CPU buffer the streamer fills from S3: a few seconds of a 10-25 Gbit/s GPU node's network.",
     )
     shm_size: Quantity = "8Gi"
+    shared_compile_cache: bool = Field(
+        default=False,
+        description="Sync vLLM's torch.compile cache from the model bucket before start and write it back once "
+        "serving, so a pod on a new node loads compiled graphs instead of compiling (docs/cold-start.md).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -263,6 +268,8 @@ class VllmArgs:
     # The GPU NodePool (and device plugin): pods start only once Karpenter can give them a GPU node.
     capacity: list[pulumi.Resource] = field(default_factory=list)
     image: pulumi.Input[str] = VLLM_IMAGE  # or its copy in the stack's ECR pull-through cache
+    # The GPU pool's instance families: part of the shared compile cache's key.
+    gpu_families: list[str] = field(default_factory=list)
 
 
 class VllmServer(pulumi.ComponentResource):
@@ -287,6 +294,7 @@ class VllmServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[account]),
         )
 
+        cache_mounts, init_containers = self._compile_cache(args)
         http_probe = {"httpGet": {"path": "/health", "port": contracts.METRICS_PORT_NAME}}
         container: Any = {
             "name": VLLM_NAME,
@@ -306,8 +314,7 @@ class VllmServer(pulumi.ComponentResource):
             "livenessProbe": {**http_probe, "periodSeconds": 15, "timeoutSeconds": 5, "failureThreshold": 4},
             # Endpoints drop the pod during the sleep; then SIGTERM makes vLLM drain for --shutdown-timeout.
             "lifecycle": {"preStop": {"sleep": {"seconds": config.pre_stop_sleep_s}}},
-            "volumeMounts": [{"name": "dshm", "mountPath": SHM_PATH},
-                             {"name": "compile-cache", "mountPath": COMPILE_CACHE_PATH}],
+            "volumeMounts": [{"name": "dshm", "mountPath": SHM_PATH}, *cache_mounts],
             "securityContext": VLLM_CONTAINER_SECURITY,
         }
         # A first start waits for a node and the image too: Pulumi's default 10-minute wait is not the budget.
@@ -329,11 +336,15 @@ class VllmServer(pulumi.ComponentResource):
                         "nodeSelector": {contracts.POOL_LABEL_KEY: contracts.GPU_POOL},
                         "tolerations": [{**contracts.GPU_TAINT, "operator": "Equal"}],
                         "terminationGracePeriodSeconds": grace_period_s(config),
+                        "initContainers": init_containers,
                         "containers": [container],
                         "volumes": [
                             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}},
                             {"name": "compile-cache",
                              "hostPath": {"path": COMPILE_CACHE_HOST_PATH, "type": "DirectoryOrCreate"}},
+                            # The AWS CLI's scratch space (read-only root filesystem).
+                            *([{"name": "sync-tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+                              if config.shared_compile_cache else []),
                         ],
                     },
                 },
@@ -368,6 +379,26 @@ class VllmServer(pulumi.ComponentResource):
         self.url = f"http://{VLLM_NAME}.{args.namespace_name}.svc.cluster.local:{contracts.VLLM_PORT}"
         self.deployment_name = deployment.metadata.name
         self.register_outputs({"url": self.url, "deployment_name": self.deployment_name, "service": service.id})
+
+    @staticmethod
+    def _compile_cache(args: VllmArgs) -> tuple[list[dict[str, Any]], Any]:
+        """vLLM's mount of the node's compile cache and, with a shared cache, the containers that sync it. A shared
+        cache gets its own directory on the node (subPath: its key), so what is written back is this key's only."""
+        config = args.config
+        if not config.shared_compile_cache:
+            return [{"name": "compile-cache", "mountPath": COMPILE_CACHE_PATH}], []
+        # Until a version is published no pod runs; the key still names a model (the name clients send).
+        model = config.model or config.name_for_clients
+        key = compile_cache.cache_key(model, args.gpu_families, config.gpus_per_pod, vllm_arguments(config, model))
+        mounts = [{"name": "compile-cache", "mountPath": COMPILE_CACHE_PATH, "subPath": key}]
+        sync_mounts = [*mounts, {"name": "sync-tmp", "mountPath": "/tmp"}]
+        containers = pulumi.Output.from_input(args.model_bucket).apply(
+            lambda bucket: compile_cache.sync_containers(
+                compile_cache.cache_uri(bucket, key), COMPILE_CACHE_PATH, args.region,
+                args.cold_start.init_timeout_s, sync_mounts,
+            )
+        )
+        return mounts, containers
 
     @staticmethod
     def _ingress_policy(name: str, metadata: Any, labels: dict[str, str], on_cluster: pulumi.ResourceOptions) -> None:

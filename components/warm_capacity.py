@@ -68,9 +68,10 @@ def cron_trigger(config: WarmCapacityConfig) -> dict[str, Any]:
     }
 
 
-def placeholder_pod(gpus_per_pod: int, vllm_image: pulumi.Input[str]) -> dict[str, Any]:
+def placeholder_pod(gpus_per_pod: int, vllm_image: pulumi.Input[str], sync_image: str | None = None) -> dict[str, Any]:
     """One GPU's worth of nothing: the pause container holds the GPU; an init container pulls the vLLM image onto
-    the node (it exits at once), so the vLLM pod that preempts the placeholder finds the image there."""
+    the node (it exits at once), so the vLLM pod that preempts the placeholder finds the image there; likewise the
+    compile cache's sync image, when the vLLM pods have one."""
     locked_down = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     small = {"cpu": "10m", "memory": "16Mi"}
     return {
@@ -86,7 +87,13 @@ def placeholder_pod(gpus_per_pod: int, vllm_image: pulumi.Input[str]) -> dict[st
             "command": ["true"],
             "resources": {"requests": small, "limits": small},
             "securityContext": locked_down,
-        }],
+        }, *([{
+            "name": "pull-sync-image",
+            "image": sync_image,
+            "command": ["true"],
+            "resources": {"requests": small, "limits": small},
+            "securityContext": {**locked_down, "readOnlyRootFilesystem": True},
+        }] if sync_image else [])],
         "containers": [{
             "name": "pause",
             "image": PAUSE_IMAGE,
@@ -111,6 +118,7 @@ class WarmCapacityArgs:
     # No model published yet (vLLM's own autoscaler is paused): no GPU node is kept warm for nothing.
     paused: bool = False
     vllm_image: pulumi.Input[str] = VLLM_IMAGE  # exactly what the vLLM pods pull
+    sync_image: str | None = None  # the vLLM pods' compile-cache sync image, if they have one
     crd_providers: list[pulumi.Resource] = field(default_factory=list)
     capacity: list[pulumi.Resource] = field(default_factory=list)
 
@@ -139,7 +147,7 @@ class WarmCapacity(pulumi.ComponentResource):
                 "selector": {"matchLabels": labels},
                 "template": {
                     "metadata": {"labels": labels},
-                    "spec": placeholder_pod(args.gpus_per_pod, args.vllm_image),
+                    "spec": placeholder_pod(args.gpus_per_pod, args.vllm_image, args.sync_image),
                 },
             }),
             opts=autoscaled(pulumi.ResourceOptions.merge(

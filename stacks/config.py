@@ -141,7 +141,7 @@ class PlatformConfig(StrictModel):
             weights_from_s3=vllm.model_source == "s3",
             weights_gb=weights_gb(size_b, vllm.quantization),
             weights_assumed=assumed,
-            shared_compile_cache=False,  # the torch.compile cache is node-local (components/vllm.py)
+            shared_compile_cache=vllm.shared_compile_cache,
         )
         return cold_start_budget(inputs, self.serving.cold_start)
 

@@ -105,7 +105,8 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "serving": {
             # Seed 000's traffic (the default profile) peaks at 36 requests/s: `llm-platform simulate --stack prod`
             # times out 30 % of requests at 6 pods and 11 % at 10; 16 keep TTFT p95 under seed 002's 0.5 s.
-            "vllm": {"minReplicas": 1, "maxReplicas": 16},
+            # A new node loads compiled graphs from the model bucket (docs/cold-start.md): the warm start fits 60 s.
+            "vllm": {"minReplicas": 1, "maxReplicas": 16, "sharedCompileCache": True},
             "scaling": {
                 "activation": "gateway",
                 "fallbackReplicas": 2,

@@ -91,6 +91,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
             config=config.model_store,
             bucket_name=config.model_store.bucket_name or f"{project}-{stack}-models-{account_id}",
             protect=production,
+            compile_cache_writable=config.serving.vllm.shared_compile_cache,
         ),
         on_aws,
     )

@@ -10,6 +10,7 @@ from components.apps import Apps, AppsArgs
 from components.gateway import Gateway, GatewayArgs
 from components.images import BuildConfig, BuiltImage, BuiltImageArgs
 from components.tracing import gateway_env
+from components.versions import AWS_CLI_IMAGE
 from components.vllm import VllmArgs, VllmServer
 from components.warm_capacity import WarmCapacity, WarmCapacityArgs
 from stacks.addons import AddonsOutputs
@@ -67,6 +68,7 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
             crd_providers=addons.crd_providers,
             capacity=addons.gpu_capacity,
             image=addons.vllm_image,
+            gpu_families=core.config.addons.karpenter.gpu_pool.families,
         ),
         on_aws,
     )
@@ -78,6 +80,7 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
                 gpus_per_pod=config.vllm.gpus_per_pod,
                 paused=not config.vllm.published,
                 vllm_image=addons.vllm_image,
+                sync_image=AWS_CLI_IMAGE if config.vllm.shared_compile_cache else None,
                 kubernetes_provider=provider,
                 crd_providers=addons.crd_providers,
                 capacity=addons.gpu_capacity,

@@ -1,9 +1,19 @@
 """Lookups several test files make in the offline graph."""
 
 import json
+from pathlib import Path
 from typing import Any
 
 from infra.offline import Graph
+from stacks.defaults import deep_merge
+from stacks.loader import read_stack_file, stack_file
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def prod_values(change: dict[str, Any]) -> dict[str, Any]:
+    """Pulumi.prod.yaml's keys with `change` merged in."""
+    return deep_merge(read_stack_file(stack_file(PROJECT_DIR, "prod")), change)
 
 
 def pod_identity_grant(graph: Graph, release: str, role: str) -> dict[str, Any]:

@@ -1,13 +1,16 @@
 """The cold-start budget (components/cold_start.py): its stages from configuration, and every wait that must
 outlast a cold start derived from it. Expected figures are worked by hand from seed 004's measurements
 (g5.2xlarge Spot: node Ready 47 s, 8 GB image with SOCI parallel pull 44 s, 3.9 GiB from S3 in 2.4 s (taken as
-1.5 GiB/s), load 22.8 s, torch.compile 7.8 s with a shared cache and 60 s without) and the 5 s startup probe."""
+1.5 GiB/s), load 22.8 s, torch.compile 7.8 s with a shared cache and 60 s without) and the 5 s startup probe.
+Prod has the shared compile cache: 0.5 GiB (coldStart.compileCacheGib's default) synced at 1.5 GiB/s, and a
+0.15 GB sync image."""
 
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
+from graph_helpers import prod_values
 
 from components.cold_start import (
     ColdStartConfig,
@@ -19,8 +22,7 @@ from components.cold_start import (
 from infra.cost.simulator import settings_from_config
 from infra.cost.throughput import throughput
 from infra.offline import Graph, build_graph
-from stacks.defaults import deep_merge
-from stacks.loader import ConfigError, as_engine_config, read_stack_file, stack_file, validate
+from stacks.loader import ConfigError, as_engine_config, validate
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -29,16 +31,16 @@ GIB = 2**30
 
 # Prod serves qwen2.5-7b-instruct unquantized from S3: 7e9 parameters x 2 bytes.
 PROD_WEIGHTS_S = 14e9 / GIB / 1.5
-PROD_CONTAINER_S = PROD_WEIGHTS_S + 22.8 + 60 + 5
-PROD_COLD_S = 47 + 44 + PROD_CONTAINER_S
-
-
-def _prod_values(change: dict[str, Any]) -> dict[str, Any]:
-    return deep_merge(read_stack_file(stack_file(PROJECT_DIR, "prod")), change)
+PROD_CONTAINER_S = PROD_WEIGHTS_S + 22.8 + 7.8 + 5
+PROD_WARM_S = 0.5 / 1.5 + PROD_CONTAINER_S
+PROD_IMAGE_S = (8 + 0.15) * 44 / 8
+PROD_COLD_S = 47 + PROD_IMAGE_S + PROD_WARM_S
+# A compile cache miss compiles: the startup probe and the rollout wait allow it.
+PROD_MISS_S = 60 - 7.8
 
 
 def _prod_graph(change: dict[str, Any]) -> Graph:
-    values = _prod_values(change)
+    values = prod_values(change)
     return build_graph(validate("prod", values, "test"), "prod", as_engine_config(values))
 
 
@@ -60,13 +62,13 @@ def _waits(graph: Graph) -> dict[str, int]:
     }
 
 
-def _expected(cold_s: float, container_s: float) -> dict[str, int]:
+def _expected(cold_s: float, container_s: float, miss_s: float = PROD_MISS_S) -> dict[str, int]:
     # probeTolerance 3, holdTolerance 1.5; the idle timeout adds the 300 s upstream read timeout to the hold.
     hold = math.ceil(1.5 * cold_s)
     return {
-        "probe": 5 * math.ceil(3 * container_s / 5),
-        "rollout_create": math.ceil(3 * cold_s),
-        "rollout_update": math.ceil(3 * cold_s),
+        "probe": 5 * math.ceil(3 * (container_s + miss_s) / 5),
+        "rollout_create": math.ceil(3 * (cold_s + miss_s)),
+        "rollout_update": math.ceil(3 * (cold_s + miss_s)),
         "hold": hold,
         "idle": hold + 300,
     }
@@ -77,44 +79,51 @@ def test_prod_waits_derive_from_its_budget(prod_graph: Graph) -> None:
 
 
 def test_a_bigger_image_moves_every_wait_that_covers_a_node(prod_graph: Graph) -> None:
-    """A 16 GB image doubles the pull (88 s): rollout, hold and idle grow; the in-container probe window does not."""
+    """A 16 GB image doubles the vLLM pull (88 s): rollout, hold and idle grow; the in-container probe window
+    does not."""
     graph = _prod_graph({"serving": {"coldStart": {"imageGb": 16}}})
     assert _waits(graph) == _expected(PROD_COLD_S + 44, PROD_CONTAINER_S)
     assert _waits(graph)["probe"] == _waits(prod_graph)["probe"]
 
 
 def test_explicit_gateway_timeouts_win_over_the_budget() -> None:
-    config = validate("prod", _prod_values({"serving": {"gateway": {"holdTimeoutS": 120}}}), "t")
+    config = validate("prod", prod_values({"serving": {"gateway": {"holdTimeoutS": 120}}}), "t")
     assert config.gateway_timeouts() == (120, 420)
 
 
 def test_a_derived_idle_timeout_over_the_alb_maximum_is_refused() -> None:
     change = {"serving": {"gateway": {"upstreamReadTimeoutS": 3600, "holdTimeoutS": 600}}}
     with pytest.raises(ConfigError, match="over the ALB's 4000 s"):
-        validate("prod", _prod_values(change), "Pulumi.prod.yaml")
+        validate("prod", prod_values(change), "Pulumi.prod.yaml")
 
 
 def test_the_simulator_starts_pods_on_the_budget(prod_graph: Graph) -> None:
     settings = settings_from_config(prod_graph.config, throughput("L4", prod_graph.config.serving.vllm,
                                                                   prod_graph.config.simulation), spot=True)
-    assert (settings.node_launch_s, settings.image_pull_s) == (47, 44)
-    assert settings.model_load_s == pytest.approx(PROD_CONTAINER_S)
+    assert (settings.node_launch_s, settings.image_pull_s) == (47, pytest.approx(PROD_IMAGE_S))
+    assert settings.model_load_s == pytest.approx(PROD_WARM_S)
     assert settings.hold_timeout_s == math.ceil(1.5 * PROD_COLD_S)
 
 
+IN_CONTAINER = ["weights", "load", "compile", "probe"]
+
+
 @pytest.mark.parametrize(
-    ("inputs", "cold_s"),
+    ("inputs", "cold_s", "names"),
     [
         # Hugging Face at the assumed 0.1 GiB/s, plain pull (8 GB at 240 s for 8 GB), no compile cache.
-        (ColdStartInputs(False, False, 14, False), 47 + 240 + 14e9 / GIB / 0.1 + 22.8 + 60 + 5),
-        # Everything on: S3 streaming, SOCI parallel pull, a shared compile cache.
-        (ColdStartInputs(True, True, 3.9 * GIB / 1e9, True), 47 + 44 + 3.9 / 1.5 + 22.8 + 7.8 + 5),
+        (ColdStartInputs(False, False, 14, False), 47 + 240 + 14e9 / GIB / 0.1 + 22.8 + 60 + 5,
+         ["node", "image", *IN_CONTAINER]),
+        # Everything on: S3 streaming, SOCI parallel pull (plus the 0.15 GB sync image), a shared compile cache
+        # synced first (0.5 GiB at 1.5 GiB/s).
+        (ColdStartInputs(True, True, 3.9 * GIB / 1e9, True),
+         47 + 8.15 * 44 / 8 + 0.5 / 1.5 + 3.9 / 1.5 + 22.8 + 7.8 + 5, ["node", "image", "cache", *IN_CONTAINER]),
     ],
 )
-def test_each_stage_follows_its_setting(inputs: ColdStartInputs, cold_s: float) -> None:
+def test_each_stage_follows_its_setting(inputs: ColdStartInputs, cold_s: float, names: list[str]) -> None:
     budget = cold_start_budget(inputs, ColdStartConfig())
     assert budget.cold_s == pytest.approx(cold_s)
-    assert [stage.name for stage in budget.stages()] == ["node", "image", "weights", "load", "compile", "probe"]
+    assert [stage.name for stage in budget.stages()] == names
     assert all(stage.source for stage in budget.stages())
 
 
@@ -127,7 +136,7 @@ def test_model_size_comes_from_the_name_or_the_override() -> None:
 
 def test_a_published_prefix_without_a_size_gets_an_assumed_budget() -> None:
     """Promoting models/<name>/<version>/ must not fail on the budget: a 7B bf16 model is assumed, and said so."""
-    config = validate("prod", _prod_values({"serving": {"vllm": {"model": "models/qwen-test/1.0.0/"}}}), "t")
+    config = validate("prod", prod_values({"serving": {"vllm": {"model": "models/qwen-test/1.0.0/"}}}), "t")
     weights = config.cold_start_budget().in_container[0]
     assert weights.seconds == pytest.approx(PROD_WEIGHTS_S)
     assert "assumed" in weights.source and "modelSizeB" in weights.source

@@ -15,9 +15,10 @@ from infra.offline import Graph
 from infra.render import kubernetes_objects
 
 RULE = "kubernetes:monitoring.coreos.com/v1:PrometheusRule"
-# Prod's budget from no GPU node, worked by hand in tests/test_cold_start.py: 47 + 44 + 14e9 B / 2^30 / 1.5 GiB/s
-# + 22.8 + 60 + 5 s.
-PROD_COLD_S = 47 + 44 + 14e9 / 2**30 / 1.5 + 22.8 + 60 + 5
+# Prod's budget from no GPU node, worked by hand in tests/test_cold_start.py: 47 + (8 + 0.15 GB) x 44 s / 8 GB
+# + 0.5 GiB / 1.5 GiB/s + 14e9 B / 2^30 / 1.5 GiB/s + 22.8 + 7.8 (shared compile cache) + 5 s. A start that misses
+# the compile cache (52 s more) is over it: once per new model version, always if the cache is broken.
+PROD_COLD_S = 47 + 8.15 * 44 / 8 + 0.5 / 1.5 + 14e9 / 2**30 / 1.5 + 22.8 + 7.8 + 5
 
 
 def _rules(graph: Graph) -> dict:
@@ -41,7 +42,7 @@ def test_rules_and_dashboard_validate(prod_graph: Graph) -> None:
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed")
 def test_promtool_measures_each_pod_and_alerts_only_on_the_slow_one(prod_graph: Graph, tmp_path: Path) -> None:
-    """vllm-fast is ready 100 s after creation, vllm-slow 400 s after (over the 188 s budget)."""
+    """vllm-fast is ready 100 s after creation, vllm-slow 400 s after (over the 137 s budget)."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump(_rules(prod_graph)))
     pods = 'namespace="llm-serving",pod="{}"'
@@ -72,7 +73,7 @@ def test_promtool_measures_each_pod_and_alerts_only_on_the_slow_one(prod_graph: 
                     "exp_labels": {"severity": "warning", "namespace": "llm-serving", "pod": "vllm-slow"},
                     "exp_annotations": {
                         "summary": "vLLM pod vllm-slow took 6m 40s from scale-up to ready, over the cold-start "
-                                   "budget of 188 s (docs/cold-start.md)",
+                                   "budget of 137 s (docs/cold-start.md)",
                         "runbook_url": "docs/operations-alerts.md#llmcoldstartoverbudget",
                     },
                 }],

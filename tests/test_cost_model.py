@@ -9,7 +9,7 @@ import pytest
 
 from infra.cost.catalog import UnpricedError, load_catalog
 from infra.cost.estimate import budget_status
-from infra.cost.model import Context, Usage, price_graph
+from infra.cost.model import Context, Usage, price_graph, weekly_hours
 from infra.offline import Graph
 
 STACK = "urn:pulumi:t::p::pulumi:pulumi:Stack::p-t"
@@ -92,17 +92,23 @@ def test_an_image_repository_is_priced_for_the_images_it_keeps(tmp_path: Path) -
     assert unpriced == []
 
 
+def gpu_pool() -> list[dict[str, Any]]:
+    """A g6 Spot GPU NodePool and its EC2NodeClass (200 GiB gp3, 4000 IOPS, 225 MiB/s)."""
+    requirements = [
+        {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["g6"]},
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]},
+    ]
+    template = {"metadata": {"labels": {"llm-platform/pool": "gpu"}}, "spec": {"requirements": requirements}}
+    volume = {"ebs": {"volumeSize": "200Gi", "iops": 4000, "throughput": 225}}
+    return [
+        resource("kubernetes:karpenter.sh/v1:NodePool", "pools-gpu-nodepool", POOLS, {"spec": {"template": template}}),
+        resource("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass", "pools-gpu-ec2nodeclass", POOLS,
+                 {"spec": {"blockDeviceMappings": [volume]}}),
+    ]
+
+
 def test_gpu_pool_is_priced_from_the_simulated_node_hours(tmp_path: Path) -> None:
-    pool = resource("kubernetes:karpenter.sh/v1:NodePool", "pools-gpu-nodepool", POOLS, {"spec": {"template": {
-        "metadata": {"labels": {"llm-platform/pool": "gpu"}},
-        "spec": {"requirements": [
-            {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["g6"]},
-            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]},
-        ]},
-    }}})
-    node_class = resource("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass", "pools-gpu-ec2nodeclass", POOLS, {"spec": {
-        "blockDeviceMappings": [{"ebs": {"volumeSize": "200Gi", "iops": 4000, "throughput": 225}}],
-    }})
+    pool, node_class = gpu_pool()
     vllm = resource("kubernetes:apps/v1:Deployment", "vllm", STACK, {"spec": {"replicas": 0, "template": {"spec": {
         "nodeSelector": {"llm-platform/pool": "gpu"},
         "containers": [{"resources": {"requests": {"cpu": "4", "memory": "24Gi", "nvidia.com/gpu": "1"}}}],
@@ -115,6 +121,45 @@ def test_gpu_pool_is_priced_from_the_simulated_node_hours(tmp_path: Path) -> Non
     assert "g6.2xlarge spot" in line.item
     assert (round(line.fixed, 2), round(line.usage, 2)) == (0.0, 202.50)
     assert unpriced == []
+
+
+def test_warm_capacity_is_priced_for_its_scheduled_gpu_node_hours(tmp_path: Path) -> None:
+    pool, node_class = gpu_pool()
+    on_gpu = {"nodeSelector": {"llm-platform/pool": "gpu"}}
+    vllm = resource("kubernetes:apps/v1:Deployment", "vllm", STACK, {"metadata": {"name": "vllm"}, "spec": {
+        "replicas": 0, "template": {"spec": {**on_gpu, "containers": [
+            {"resources": {"requests": {"cpu": "4", "memory": "24Gi", "nvidia.com/gpu": "1"}}}]}}}})
+    placeholder = resource("kubernetes:apps/v1:Deployment", "warm", STACK, {
+        "metadata": {"name": "gpu-warm-placeholder"}, "spec": {"replicas": 0, "template": {"spec": {
+            **on_gpu, "containers": [{"resources": {"requests": {"cpu": "10m", "nvidia.com/gpu": "1"}}}]}}}})
+    cron = {"type": "cron", "metadata": {"timezone": "America/Los_Angeles", "start": "0 8 * * 1-5",
+                                         "end": "0 18 * * 1-5", "desiredReplicas": "1"}}
+    scaled = resource("kubernetes:keda.sh/v1alpha1:ScaledObject", "warm", STACK, {"spec": {
+        "scaleTargetRef": {"name": "gpu-warm-placeholder"}, "triggers": [cron]}})
+    queue = resource("kubernetes:keda.sh/v1alpha1:ScaledObject", "vllm", STACK, {"spec": {
+        "scaleTargetRef": {"name": "vllm"}, "triggers": [{"type": "prometheus", "metadata": {}}]}})
+    resources = [component("NodePools", "pools"), pool, node_class, vllm, placeholder, scaled, queue]
+    lines, unpriced = price_graph(context(tmp_path, resources, usage()))
+    # 10 h x 5 days = 50 h a week, 50 x 730 / 168 = 217.26 h a month of g6.2xlarge Spot (the vLLM pod's 24 Gi
+    # does not fit g6.xlarge): 217.26 x 0.50 = 108.63, and its volume for 217.26 of 730 h: 40.00 x 0.2976 = 11.90.
+    (warm,) = [line for line in lines if line.type.endswith("ScaledObject")]
+    assert "217 h of g6.2xlarge spot" in warm.item
+    assert (round(warm.fixed, 2), warm.usage) == (120.54, 0.0)
+    assert unpriced == []
+
+
+@pytest.mark.parametrize(("start", "end", "hours"), [
+    ("0 8 * * 1-5", "0 18 * * 1-5", 50.0),  # prod's business hours
+    ("30 22 * * *", "0 6 * * *", 7 * 7.5),  # overnight, every day
+    ("0 9 * * 0,6", "0 17 * * 0,6", 16.0),  # weekends
+])
+def test_weekly_hours_of_a_cron_window(start: str, end: str, hours: float) -> None:
+    assert weekly_hours(start, end) == pytest.approx(hours)
+
+
+def test_a_cron_window_that_is_not_daily_is_unpriced() -> None:
+    with pytest.raises(UnpricedError, match="M H"):
+        weekly_hours("0 8 1 * *", "0 18 1 * *")
 
 
 def test_an_unknown_type_is_reported_not_skipped(tmp_path: Path) -> None:

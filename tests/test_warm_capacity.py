@@ -34,11 +34,12 @@ def test_placeholder_holds_a_gpu_at_a_priority_every_pod_preempts(prod_graph: Gr
     assert pod["terminationGracePeriodSeconds"] == 0
 
 
-def test_placeholder_pulls_the_vllm_image_onto_its_node(prod_graph: Graph) -> None:
-    (vllm,) = _pod(prod_graph, "vllm-deployment")["containers"]
-    (pull,) = _pod(prod_graph, "warm-capacity-deployment")["initContainers"]
-    assert pull["image"] == vllm["image"]
-    assert "nvidia.com/gpu" not in pull["resources"]["requests"]
+def test_placeholder_pulls_the_vllm_pods_images_onto_its_node(prod_graph: Graph) -> None:
+    """The vLLM image and the compile cache's sync image (prod's init containers): a warm start pulls nothing."""
+    vllm = _pod(prod_graph, "vllm-deployment")
+    pulls = _pod(prod_graph, "warm-capacity-deployment")["initContainers"]
+    assert {c["image"] for c in vllm["containers"] + vllm["initContainers"]} == {c["image"] for c in pulls}
+    assert all("nvidia.com/gpu" not in pull["resources"]["requests"] for pull in pulls)
 
 
 def test_cron_trigger_follows_the_schedule_in_the_stacks_time_zone(prod_graph: Graph) -> None:

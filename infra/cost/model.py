@@ -418,6 +418,52 @@ def _node_volume_monthly(resource: dict[str, Any], ctx: Context) -> float:
     return 0.0
 
 
+def _days(field: str) -> set[int]:
+    """A cron day-of-week field (`*`, `1-5`, `0,6`; 7 is Sunday like 0) as the days it names."""
+    if field == "*":
+        return set(range(7))
+    days: set[int] = set()
+    for part in field.split(","):
+        low, _, high = part.partition("-")
+        days |= {int(day) % 7 for day in range(int(low), int(high or low) + 1)}
+    return days
+
+
+def weekly_hours(start: str, end: str) -> float:
+    """Hours a week between two daily cron times (`M H * * DOW`, KEDA's cron scaler): the window opens at `start`
+    on its days and closes at the next `end`, past midnight when `end` is earlier in the day."""
+    fields = [cron.split() for cron in (start, end)]
+    if any(len(f) != 5 or f[2:4] != ["*", "*"] or not (f[0] + f[1]).isdigit() for f in fields):
+        raise UnpricedError(f"cron schedule {start!r} to {end!r}: only daily `M H * * DOW` times are priced")
+    (start_min, start_hour, *_), (end_min, end_hour, *_) = fields
+    open_h = (int(end_hour) + int(end_min) / 60 - int(start_hour) - int(start_min) / 60) % 24
+    return len(_days(fields[0][4])) * open_h
+
+
+def _warm_capacity(resource: dict[str, Any], ctx: Context) -> list[tuple[str, float, float, tuple[str, ...]]]:
+    """A KEDA cron trigger that holds GPU placeholders (components/warm_capacity.py): its scheduled hours of GPU
+    nodes, whatever the traffic, at the GPU pool's node price (the node and its volume)."""
+    target = resource["inputs"]["spec"]["scaleTargetRef"]["name"]
+    pools = [r for r in ctx.resources("kubernetes:karpenter.sh/v1:NodePool") if pool_label(r) == "gpu"]
+    on_gpu = any(
+        d["inputs"].get("metadata", {}).get("name") == target
+        and (d["inputs"]["spec"]["template"]["spec"].get("nodeSelector") or {}).get("llm-platform/pool") == "gpu"
+        for d in ctx.resources("kubernetes:apps/v1:Deployment")
+    )
+    lines: list[tuple[str, float, float, tuple[str, ...]]] = []
+    for trigger in resource["inputs"]["spec"].get("triggers") or []:
+        if trigger["type"] != "cron" or not on_gpu or not pools:
+            continue
+        meta = trigger["metadata"]
+        hours = weekly_hours(meta["start"], meta["end"]) * HOURS_PER_MONTH / 168 * int(meta["desiredReplicas"])
+        spec, capacity = pool_instance(pools[0], ctx)
+        key = f"ec2.{spec.name}.{capacity}"
+        node_month = ctx.catalog.rate(key) * HOURS_PER_MONTH + _node_volume_monthly(pools[0], ctx)
+        lines.append((f"warm GPU capacity: {hours:,.0f} h of {spec.name} {capacity} ({meta['start']} to "
+                      f"{meta['end']})", hours / HOURS_PER_MONTH * node_month, 0.0, (key, "ebs.gp3.gb-month")))
+    return lines
+
+
 RULES: dict[str, Rule] = {
     "eks:index:Cluster": _eks,
     "aws:eks/nodeGroup:NodeGroup": _node_group,
@@ -433,6 +479,7 @@ RULES: dict[str, Rule] = {
     "aws:wafv2/webAcl:WebAcl": _waf,
     "kubernetes:networking.k8s.io/v1:Ingress": _ingress,
     "kubernetes:karpenter.sh/v1:NodePool": _node_pool,
+    "kubernetes:keda.sh/v1alpha1:ScaledObject": _warm_capacity,
 }
 
 

@@ -97,7 +97,7 @@ def settings_from_config(config: PlatformConfig, throughput: Throughput, spot: b
         scale_down=scaling.scale_down,
         node_launch_s=budget.node.seconds,
         image_pull_s=budget.image.seconds,
-        model_load_s=budget.container_s,
+        model_load_s=budget.warm_s,
         consolidate_after_s=duration_seconds(pool.consolidate_after),
         hold_timeout_s=config.gateway_timeouts()[0],
         read_timeout_s=gateway.upstream_read_timeout_s,

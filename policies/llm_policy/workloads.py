@@ -33,7 +33,10 @@ GPU = "nvidia.com/gpu"
 DEFAULT_GRACE_S = 30  # Kubernetes' default terminationGracePeriodSeconds
 # Images that do not allow a non-root user or a read-only root: vllm/vllm-openai sets no USER (vllm-project/vllm
 # docker/Dockerfile, target vllm-openai) and writes its caches under /root/.cache.
-ROOT_IMAGES = ["vllm/vllm-openai"]
+# aws-cli/aws-cli (Amazon Linux 2023, no USER) syncs vLLM's compile cache into vLLM's root-owned directory on the
+# node (components/compile_cache.py): root, but with a read-only root filesystem.
+ROOT_IMAGES = ["vllm/vllm-openai", "public.ecr.aws/aws-cli/aws-cli"]
+WRITABLE_ROOT_IMAGES = ["vllm/vllm-openai"]
 
 
 def pod_spec(props: Mapping[str, Any], resource_type: str) -> Any:
@@ -328,7 +331,7 @@ WORKLOAD_RULES = [
         remediation="Set readOnlyRootFilesystem true and mount emptyDirs where the process writes; list an image "
         "that cannot in this rule's writableRootImages config.",
         check=_read_only_root,
-        config={"writableRootImages": {"type": "array", "items": {"type": "string"}, "default": ROOT_IMAGES}},
+        config={"writableRootImages": {"type": "array", "items": {"type": "string"}, "default": WRITABLE_ROOT_IMAGES}},
     ),
     resource_rule(
         "k8s-graceful-shutdown",
