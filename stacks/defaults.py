@@ -10,7 +10,8 @@ from components.versions import CPU_AMI_ALIAS_DEV, CPU_AMI_ALIAS_PROD, GPU_AMI_A
 
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "dev": {
-        "monthlyBudgetUsd": 500,
+        # `llm-platform cost --stack dev`: about 655 USD a month under the dev traffic profile (1/20 of seed 000).
+        "monthlyBudgetUsd": 750,
         "network": {"azCount": 2, "natGateways": "single", "flowLogRetentionDays": 14},
         "cluster": {
             "publicEndpoint": True,
