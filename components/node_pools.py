@@ -40,6 +40,7 @@ ConsolidationPolicy = Literal["WhenEmpty", "WhenEmptyOrUnderutilized"]
 GPU_INSTANCE_FAMILIES = (
     "g4dn", "g5", "g6", "g6e", "g6f", "gr6", "gr6f", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200",
 )
+AL2023_INSTANCE_STORE_MOUNT = "/mnt/k8s-disks/0"
 # EC2 snapshot ids: snap- and 8 (older) or 17 hex digits.
 SNAPSHOT_ID_PATTERN = r"^snap-([0-9a-f]{8}|[0-9a-f]{17})$"
 # EBS Provisioned Rate for Volume Initialization: 100-300 MiB/s (EC2 API EbsBlockDevice.VolumeInitializationRate;
@@ -155,6 +156,14 @@ class GpuPoolConfig(PoolConfig):
         return self
 
     @property
+    def node_cache_dir(self) -> str | None:
+        """A node directory pods may keep caches in across restarts: the instance-store RAID0 that the AL2023 AMI
+        mounts at /mnt/k8s-disks/0 (amazon-eks-ami templates/al2023/runtime/bin/setup-local-disks at v20260714).
+        None on Bottlerocket: SELinux gives each pod its own categories, so a hostPath one pod wrote the next cannot
+        use (bottlerocket-os/bottlerocket#2417, components/upstream/bottlerocket.json hostPath)."""
+        return AL2023_INSTANCE_STORE_MOUNT if self.ami_family == "al2023" else None
+
+    @property
     def needs_device_plugin(self) -> bool:
         """Bottlerocket's NVIDIA variant ships its own device plugin; AL2023's NVIDIA AMI does not."""
         return self.ami_family == "al2023"
@@ -194,6 +203,7 @@ class NodeClassSpec:
 def node_class_spec(name: str, pool: PoolConfig, tags: dict[str, str]) -> NodeClassSpec:
     """The node class of pool `name`. Its instances, volumes and launch templates carry the stack's cost tags
     (Karpenter launches them itself, so the AWS provider's default tags never reach them) and the pool name."""
+    gpu = pool if isinstance(pool, GpuPoolConfig) else None
     return NodeClassSpec(
         name=name,
         ami_alias=pool.ami_alias,
@@ -203,10 +213,9 @@ def node_class_spec(name: str, pool: PoolConfig, tags: dict[str, str]) -> NodeCl
         tags={**tags, contracts.POOL_LABEL_KEY: name},
         fast_image_pull=pool.parallel_image_pull,
         instance_store_raid0=pool.instance_store_raid0,
-        **(
-            {"image_snapshot_id": pool.image_snapshot_id,
-             "volume_initialization_rate_mibps": pool.volume_initialization_rate_mibps}
-            if isinstance(pool, GpuPoolConfig) else {}
+        image_snapshot_id=gpu.image_snapshot_id if gpu else None,
+        volume_initialization_rate_mibps=(
+            gpu.volume_initialization_rate_mibps if gpu else MAX_VOLUME_INITIALIZATION_MIBPS
         ),
     )
 
