@@ -194,7 +194,7 @@ def prefetched_image_stage(rate_mibps: int, read_gib: float) -> Stage:
     first read (EBS volume initialization), so what vLLM reads before serving arrives at most at `rate_mibps`."""
     return Stage(
         "image", read_gib * GIB / MIB / rate_mibps,
-        f"prefetched on the data-volume snapshot, no pull: the {read_gib} GiB vLLM opens before serving "
+        f"prefetched on the data-volume snapshot, no pull: the {read_gib} GiB vLLM may read before serving "
         f"({IMAGE_START_READ_SOURCE}) at the volume's {rate_mibps} MiB/s initialization rate (EBS Provisioned Rate "
         "for Volume Initialization)",
     )
