@@ -86,3 +86,15 @@ def test_promtool_measures_each_pod_and_alerts_only_on_the_slow_one(prod_graph: 
     result = subprocess.run(["promtool", "test", "rules", str(test_file)], capture_output=True, text=True,
                             timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_operations_guide_measures_a_cold_start_with_what_the_stack_records(prod_graph: Graph) -> None:
+    """docs/operations.md's procedure reads the series the stack's rule records and names the alert it deploys."""
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    section = guide.split("## Cold start: measuring it against the budget", 1)[1].split("\n## ", 1)[0]
+    (group,) = _rules(prod_graph)["groups"]
+    recorded = [rule["record"] for rule in group["rules"] if "record" in rule]
+    alerts = [rule["alert"] for rule in group["rules"] if "alert" in rule]
+    assert recorded and all(f"`{name}`" in section for name in recorded)
+    assert alerts and all(f"`{name}`" in section for name in alerts)
+    assert "llm-platform preview --stack" in section and "kubectl" in section
