@@ -8,7 +8,6 @@ pull in parallel while the node starts, and no vLLM pod waits for them.
 
 from dataclasses import dataclass
 
-from components import contracts
 from components.gpu_metrics import dcgm_image
 from components.image_cache import cached_image
 from components.versions import AWS_CLI_IMAGE, PAUSE_IMAGE, VLLM_IMAGE
@@ -71,7 +70,3 @@ def gpu_node_images(config: PlatformConfig, account_id: str) -> list[ImageRef]:
         images.append(ImageRef(PAUSE_IMAGE, PAUSE_IMAGE, "warm-capacity placeholder"))
     return sorted(images, key=lambda image: image.pod)
 
-
-def images_platform() -> str:
-    """The one platform pulled: GPU nodes are of this architecture only (components/node_pools.py)."""
-    return f"linux/{contracts.NODE_ARCHITECTURE}"
