@@ -28,6 +28,11 @@ errors = Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
 SNAPSHOT_KEY_NAME = ".".join(SNAPSHOT_KEY)
 
 
+@app.callback()
+def images() -> None:
+    """A group, so `images snapshot` keeps its name while it is the only command."""
+
+
 @dataclass(frozen=True)
 class Seams:
     """What tests replace: SSM (moto registers no instance and runs no command) and time."""
