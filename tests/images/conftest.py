@@ -5,7 +5,6 @@ pool runs Bottlerocket."""
 import copy
 import re
 import shlex
-import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
+from graph_helpers import copy_stack_files
 from moto import mock_aws
 from moto.ssm.models import Parameter, ssm_backends
 
@@ -24,7 +24,6 @@ from infra.mocks import ACCOUNT_ID
 from infra.models.errors import Failed
 from stacks.config import PlatformConfig
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 REGION = "us-west-2"  # the prod stack's
 BOTTLEROCKET_ALIAS = "bottlerocket@v1.69.0"
 # Karpenter v1.14.1 pkg/providers/amifamily/bottlerocket.go: the plain x86_64 variant, version without its "v".
@@ -123,10 +122,7 @@ def remote(monkeypatch: pytest.MonkeyPatch) -> FakeRemote:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of the project's stack files; prod's GPU pool on Bottlerocket (written with the project's writer)."""
-    directory = tmp_path / "project"
-    directory.mkdir()
-    for path in PROJECT_DIR.glob("Pulumi*.yaml"):
-        shutil.copy(path, directory / path.name)
+    directory = copy_stack_files(tmp_path / "project")
     stackfile.prepare(directory, "prod", {("addons", "karpenter", "gpuPool", "amiAlias"): BOTTLEROCKET_ALIAS}).commit()
     return directory
 

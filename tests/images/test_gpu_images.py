@@ -1,20 +1,18 @@
 """`gpu_node_images` lists exactly the images of the pods the rendered stack places on its GPU pool, under the
 references those pod specs name: change a component's image and this fails until the list follows."""
 
-from pathlib import Path
 from typing import Any
 
 import pytest
+from graph_helpers import prod_values
 
 from components import contracts
 from infra.mocks import ACCOUNT_ID
 from infra.offline import Graph, build_graph
 from infra.render import kubernetes_objects
-from stacks.defaults import deep_merge
 from stacks.gpu_images import gpu_node_images, normalized
-from stacks.loader import as_engine_config, read_stack_file, stack_file, validate
+from stacks.loader import as_engine_config, validate
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 SECRET = "arn:aws:secretsmanager:us-west-2:123456789012:secret:ecr-pullthroughcache/docker-hub-AbCdEf"
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 GPU_TAINT_KEY = "nvidia.com/gpu"
@@ -33,7 +31,7 @@ VARIANTS = {
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
 def graph(request: pytest.FixtureRequest) -> Graph:
-    values = deep_merge(read_stack_file(stack_file(PROJECT_DIR, "prod")), VARIANTS[request.param])
+    values = prod_values(VARIANTS[request.param])
     return build_graph(validate("prod", values, request.param), "prod", as_engine_config(values))
 
 
