@@ -120,10 +120,16 @@ def _instance(clients: Clients, instance_id: str) -> dict[str, Any]:
 
 
 def wait_state(clients: Clients, instance_id: str, state: str, poller: Poller) -> None:
-    poller.until(
-        f"instance {instance_id} {state}", INSTANCE_TIMEOUT_S,
-        lambda: True if _instance(clients, instance_id)["State"]["Name"] == state else None,
-    )
+    def reached() -> bool | None:
+        try:
+            return True if _instance(clients, instance_id)["State"]["Name"] == state else None
+        except ClientError as error:
+            # EC2 is eventually consistent: a new instance may not be described yet.
+            if error.response.get("Error", {}).get("Code") == "InvalidInstanceID.NotFound":
+                return None
+            raise
+
+    poller.until(f"instance {instance_id} {state}", INSTANCE_TIMEOUT_S, reached)
 
 
 def data_volume(clients: Clients, instance_id: str) -> str:
