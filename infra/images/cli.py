@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import boto3
 import typer
+from botocore.exceptions import ClientError
 from rich.console import Console
 
 from infra import stackfile
@@ -54,6 +55,20 @@ def check_writable(project_dir: Path, stack: str) -> None:
         raise Refused(f"{SNAPSHOT_KEY_NAME} cannot be set in this stack: {error} (--no-write builds anyway)") from None
 
 
+def check_instance_type(ec2: Any, instance_type: str) -> None:
+    """The builder runs the x86_64 AMI, like the GPU nodes."""
+    try:
+        (found,) = ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "InvalidInstanceType":
+            raise Refused(f"--instance-type {instance_type}: no such EC2 instance type") from None
+        raise
+    architectures = found["ProcessorInfo"]["SupportedArchitectures"]
+    if "x86_64" not in architectures:
+        raise Refused(f"--instance-type {instance_type} is {', '.join(architectures)}; the GPU nodes' AMI is x86_64: "
+                      f"pick an x86_64 type such as {DEFAULT_INSTANCE_TYPE}")
+
+
 def default_subnet(ec2: Any, instance_type: str, region: str) -> str:
     """A default-VPC subnet (public, so the instance reaches the registries and SSM) in a zone offering the type."""
     subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
@@ -85,6 +100,7 @@ def plan_snapshot(
         ec2=ec2, iam=session.client("iam", region_name=config.region),
         ssm=session.client("ssm", region_name=config.region), partition=arn.split(":")[1],
     )
+    check_instance_type(ec2, instance_type)
     subnet = subnet_id or default_subnet(ec2, instance_type, config.region)
     return clients, make_plan(config, stack, arn.split(":")[4], instance_type, subnet, instance_profile)
 

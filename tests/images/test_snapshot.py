@@ -168,3 +168,12 @@ def test_a_stack_file_that_cannot_take_the_id_is_refused_before_building(
     line = refusal(snapshot(project))
     assert "addons.karpenter.gpuPool.imageSnapshotId" in line and "--no-write" in line, line
     assert (aws.instance_states(), aws.roles(), aws.snapshots(), remote.runs) == ([], [], [], [])
+
+
+@pytest.mark.parametrize(("instance_type", "says"), [("m7g.large", "arm64"), ("zz9.large", "no such")])
+def test_a_builder_type_that_cannot_run_the_ami_is_refused(
+    aws: Aws, project: Path, remote: FakeRemote, instance_type: str, says: str
+) -> None:
+    line = refusal(snapshot(project, "--instance-type", instance_type))
+    assert f"--instance-type {instance_type}" in line and says in line, line
+    assert (aws.instance_states(), aws.roles()) == ([], [])
