@@ -4,8 +4,10 @@ tests fake `Remote`; everything else goes through moto.
 
 The commands are those of aws-samples/bottlerocket-images-cache snapshot.sh (main at 3370ea0, 2025-04-15), run
 with AWS-RunShellScript in Bottlerocket's control container: `apiclient exec admin sheltie` reaches the host from the
-admin container (enabled by user data), where `ctr` talks to containerd in the `k8s.io` namespace kubelet uses.
-Images are pulled with the label `io.cri-containerd.image=managed`, which makes them CRI images kubelet sees.
+admin container (enabled by user data; sheltie runs its arguments on the host unchanged, `nsenter -t 1 -a -- "$@"`,
+bottlerocket-admin-container sheltie since 87bf395), where `ctr` talks to containerd in the `k8s.io` namespace
+kubelet uses. Images are pulled with the label `io.cri-containerd.image=managed`, which makes them CRI images kubelet
+sees.
 """
 
 import shlex
@@ -120,7 +122,8 @@ def pull(image: ImageRef) -> list[str]:
 
 
 def list_ready_images() -> list[str]:
-    """Names of the images whose content is all present (`ctr images check -q`) and that CRI manages."""
+    """Names of the images whose content is all present (`ctr images check -q`) and that CRI manages (a containerd
+    filter, pkg/filters: `labels."<key>"==<value>`)."""
     label = 'labels."{}"=={}'.format(*MANAGED_LABEL.split("="))
     return [f"{CTR} images check -q {shlex.quote(label)}"]
 
