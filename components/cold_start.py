@@ -17,6 +17,7 @@ from pydantic import Field
 from components.config_base import StrictModel
 
 GIB = 2**30
+MIB = 2**20
 # bytes per parameter by `--quantization` (4-bit methods pack two weights per byte); unquantized: bf16.
 BYTES_PER_PARAM = {"awq": 0.5, "awq_marlin": 0.5, "gptq": 0.5, "gptq_marlin": 0.5, "bitsandbytes": 0.5, "fp8": 1.0}
 BF16_BYTES = 2.0
@@ -39,6 +40,12 @@ COMPILE_COLD_S = 60.0
 # The compile cache's sync image (components/versions.py AWS_CLI_IMAGE), pulled before the vLLM image (kubelet pulls
 # an init container's image when it starts it): an estimate, Amazon Linux 2023 plus the AWS CLI, compressed.
 AWS_CLI_IMAGE_GB = 0.15
+# What vLLM 0.33.0 may read of its image before it serves: every file a start opens (Python, torch, triton, the
+# CUDA libraries) plus every CUDA wheel file and compiled vLLM/FlashInfer extension, loaded or not: 6.22 GiB by
+# `scripts/measure-image-reads.py` (docs/cold-start.md), rounded up. An upper bound: libraries are mapped, and only
+# the pages used are read.
+IMAGE_START_READ_GIB = 6.3
+IMAGE_START_READ_SOURCE = "upper bound measured with scripts/measure-image-reads.py"
 # The sync may take this long at least before the pod gives up on it (CLI start, listing), whatever the budget.
 SYNC_MIN_TIMEOUT_S = 60
 
@@ -78,6 +85,11 @@ class ColdStartConfig(StrictModel):
     probe_tolerance: float = Field(
         default=3, ge=1, le=10, description="A start this many budgets late is failed (startup probe, rollout)."
     )
+    image_start_read_gib: float = Field(
+        default=IMAGE_START_READ_GIB, gt=0, le=100,
+        description="What vLLM reads of its image before it serves: with a prefetched image (a data-volume "
+        "snapshot) these blocks come from S3 at the volume's initialization rate.",
+    )
     compile_cache_gib: float = Field(
         default=0.5, gt=0, le=50,
         description="Size of one deployment's torch.compile cache, synced from the model bucket before vLLM starts "
@@ -104,6 +116,10 @@ class ColdStartInputs:
     shared_compile_cache: bool
     # The model's size was not known (no `7B` in its name, no simulation.modelSizeB): weights_gb is assumed.
     weights_assumed: bool = False
+    # The GPU node's data volume comes from a snapshot with the pods' images on it (gpuPool.imageSnapshotId),
+    # initialized from S3 at this many MiB/s.
+    prefetched_image: bool = False
+    volume_initialization_mibps: int = 300
 
 
 @dataclass(frozen=True)
@@ -163,7 +179,28 @@ class ColdStartBudget:
         return hold_timeout_s + upstream_read_timeout_s
 
 
-def image_stage(fast_image_pull: bool, image_gb: float) -> Stage:
+def image_stage(inputs: ColdStartInputs, config: ColdStartConfig) -> Stage:
+    if inputs.prefetched_image:
+        return prefetched_image_stage(inputs.volume_initialization_mibps, config.image_start_read_gib)
+    image_gb = config.image_gb + (AWS_CLI_IMAGE_GB if inputs.shared_compile_cache else 0)
+    stage = pulled_image_stage(inputs.fast_image_pull, image_gb)
+    if inputs.shared_compile_cache:
+        return Stage("image", stage.seconds, f"{stage.source}; plus the {AWS_CLI_IMAGE_GB} GB sync image (estimate)")
+    return stage
+
+
+def prefetched_image_stage(rate_mibps: int, read_gib: float) -> Stage:
+    """Images already on the data volume: nothing is pulled, but the volume's blocks come from S3 as they are
+    first read (EBS volume initialization), so what vLLM reads before serving arrives at most at `rate_mibps`."""
+    return Stage(
+        "image", read_gib * GIB / MIB / rate_mibps,
+        f"prefetched on the data-volume snapshot, no pull: the {read_gib} GiB vLLM may read before serving "
+        f"({IMAGE_START_READ_SOURCE}) at the volume's {rate_mibps} MiB/s initialization rate (EBS Provisioned Rate "
+        "for Volume Initialization)",
+    )
+
+
+def pulled_image_stage(fast_image_pull: bool, image_gb: float) -> Stage:
     if fast_image_pull:
         return Stage("image", image_gb * SOCI_PULL_S_PER_GB, f"{SEED_004}: 8 GB in 44 s with SOCI parallel pull")
     return Stage("image", image_gb * PLAIN_PULL_S_PER_GB, f"{SEED_004}: 3-4 min for 8 GB without SOCI (4 min)")
@@ -193,7 +230,6 @@ def cold_start_budget(inputs: ColdStartInputs, config: ColdStartConfig) -> ColdS
         else Stage("compile", COMPILE_COLD_S, f"{SEED_004}: torch.compile without a cache (about 60 s)")
     )
     init = (cache_sync_stage(config),) if inputs.shared_compile_cache else ()
-    image_gb = config.image_gb + (AWS_CLI_IMAGE_GB if inputs.shared_compile_cache else 0)
     in_container = (
         weights_stage(inputs, config),
         Stage("load", MODEL_LOAD_S, f"{SEED_004}: model load"),
@@ -201,9 +237,7 @@ def cold_start_budget(inputs: ColdStartInputs, config: ColdStartConfig) -> ColdS
         Stage("probe", STARTUP_PROBE_PERIOD_S, "startup probe period: a ready server is seen this late at most"),
     )
     node = Stage("node", NODE_READY_S, f"{SEED_004}: Karpenter launch to node Ready")
-    image = image_stage(inputs.fast_image_pull, image_gb)
-    if inputs.shared_compile_cache:
-        image = Stage("image", image.seconds, f"{image.source}; plus the {AWS_CLI_IMAGE_GB} GB sync image (estimate)")
+    image = image_stage(inputs, config)
     miss_s = COMPILE_COLD_S - COMPILE_CACHED_S if inputs.shared_compile_cache else 0.0
     return ColdStartBudget(config, node, image, in_container, init, miss_s)
 

@@ -1,6 +1,7 @@
 """Karpenter's node pools as data: an EC2NodeClass and a NodePool per pool (GPU for vLLM, CPU for the gateway
 and apps), built by typed builder functions from the validated config and declared as custom resources."""
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
@@ -20,6 +21,10 @@ NODE_CLASS_GROUP = NODE_CLASS_API.split("/")[0]
 DISCOVERY_TAG = "karpenter.sh/discovery"
 NODEADM_API = "node.eks.aws/v1alpha1"
 NODEADM_CONTENT_TYPE = "application/node.eks.aws"
+# Our Bottlerocket bootstrap command (named apart from Karpenter's 000-mount-instance-storage) and the directories
+# it puts on the instance store: not /var/lib/containerd, where the snapshot's images are.
+INSTANCE_STORE_COMMAND = "010-instance-store-kubelet"
+INSTANCE_STORE_DIRS = ("/var/lib/kubelet", "/var/log/pods")
 # Tag keys Karpenter sets itself; the EC2NodeClass CRD refuses them in spec.tags.
 KARPENTER_RESERVED_TAGS = (
     "eks:eks-cluster-name", "kubernetes.io/cluster", "karpenter.sh/nodepool", "karpenter.sh/nodeclaim",
@@ -35,6 +40,12 @@ ConsolidationPolicy = Literal["WhenEmpty", "WhenEmptyOrUnderutilized"]
 GPU_INSTANCE_FAMILIES = (
     "g4dn", "g5", "g6", "g6e", "g6f", "gr6", "gr6f", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200",
 )
+AL2023_INSTANCE_STORE_MOUNT = "/mnt/k8s-disks/0"
+# EC2 snapshot ids: snap- and 8 (older) or 17 hex digits.
+SNAPSHOT_ID_PATTERN = r"^snap-([0-9a-f]{8}|[0-9a-f]{17})$"
+# EBS Provisioned Rate for Volume Initialization: 100-300 MiB/s (EC2 API EbsBlockDevice.VolumeInitializationRate;
+# Karpenter v1.14.1 EC2NodeClass blockDeviceMappings[].ebs.volumeInitializationRate, same bounds).
+MAX_VOLUME_INITIALIZATION_MIBPS = 300
 # AL2023 releases are awslabs/amazon-eks-ami tags vYYYYMMDD; Bottlerocket's are semantic versions.
 AMI_ALIAS_PATTERN = r"^(al2023@(latest|v20\d{6})|bottlerocket@(latest|v\d+\.\d+\.\d+))$"
 DURATION_PATTERN = r"^([0-9]+(s|m|h))+$"
@@ -83,7 +94,7 @@ class PoolConfig(StrictModel):
         if self.require_pinned_ami and self.ami_alias.endswith("@latest"):
             raise ValueError(
                 f"amiAlias {self.ami_alias} follows the latest release but requirePinnedAmi is set (prod pins its "
-                "AMIs): name an awslabs/amazon-eks-ami release, like al2023@v20260714"
+                "AMIs): name a release, like al2023@v20260714 (awslabs/amazon-eks-ami) or bottlerocket@v1.68.1"
             )
         return self
 
@@ -114,6 +125,15 @@ class GpuPoolConfig(PoolConfig):
     # An 8-10 GB vLLM image: parallel pull and unpack onto local NVMe is most of a new node's cold start.
     fast_image_pull: bool = True
     instance_store_raid0: bool = True
+    image_snapshot_id: str | None = Field(
+        default=None, pattern=SNAPSHOT_ID_PATTERN,
+        description="EBS snapshot of a Bottlerocket data volume holding the GPU pods' images (`llm-platform images "
+        "snapshot` builds it): new nodes start with the images present instead of pulling them.",
+    )
+    volume_initialization_rate_mibps: int = Field(
+        default=MAX_VOLUME_INITIALIZATION_MIBPS, ge=100, le=MAX_VOLUME_INITIALIZATION_MIBPS,
+        description="EBS Provisioned Rate for Volume Initialization of the snapshot's volume (100-300 MiB/s).",
+    )
 
     @model_validator(mode="after")
     def gpu_capacity(self) -> Self:
@@ -127,7 +147,21 @@ class GpuPoolConfig(PoolConfig):
                 f"consolidateAfter {self.consolidate_after} is under 15m: Karpenter could remove a GPU node while "
                 "it still pulls the vLLM image"
             )
+        if self.image_snapshot_id and self.ami_family != "bottlerocket":
+            raise ValueError(
+                f"imageSnapshotId {self.image_snapshot_id} needs amiAlias bottlerocket@<version> (it is "
+                f"{self.ami_alias}): only Bottlerocket keeps container images on a data volume (/dev/xvdb) a "
+                "snapshot can fill"
+            )
         return self
+
+    @property
+    def node_cache_dir(self) -> str | None:
+        """A node directory pods may keep caches in across restarts: the instance-store RAID0 that the AL2023 AMI
+        mounts at /mnt/k8s-disks/0 (amazon-eks-ami templates/al2023/runtime/bin/setup-local-disks at v20260714).
+        None on Bottlerocket: SELinux gives each pod its own categories, so a hostPath one pod wrote the next cannot
+        use (bottlerocket-os/bottlerocket#2417, components/upstream/bottlerocket.json hostPath)."""
+        return AL2023_INSTANCE_STORE_MOUNT if self.ami_family == "al2023" else None
 
     @property
     def needs_device_plugin(self) -> bool:
@@ -152,15 +186,24 @@ class NodeClassSpec:
     tags: dict[str, str] = field(default_factory=dict)
     fast_image_pull: bool = False
     instance_store_raid0: bool = False
+    image_snapshot_id: str | None = None
+    volume_initialization_rate_mibps: int = MAX_VOLUME_INITIALIZATION_MIBPS
 
     @property
     def ami_family(self) -> str:
         return self.ami_alias.split("@")[0]
 
+    @property
+    def binds_instance_store_itself(self) -> bool:
+        """Karpenter's RAID0 policy binds containerd's directory onto the instance store too, which would hide the
+        images the data-volume snapshot holds: such a node class binds only kubelet and pod logs, itself."""
+        return self.instance_store_raid0 and self.image_snapshot_id is not None
+
 
 def node_class_spec(name: str, pool: PoolConfig, tags: dict[str, str]) -> NodeClassSpec:
     """The node class of pool `name`. Its instances, volumes and launch templates carry the stack's cost tags
     (Karpenter launches them itself, so the AWS provider's default tags never reach them) and the pool name."""
+    gpu = pool if isinstance(pool, GpuPoolConfig) else None
     return NodeClassSpec(
         name=name,
         ami_alias=pool.ami_alias,
@@ -170,6 +213,10 @@ def node_class_spec(name: str, pool: PoolConfig, tags: dict[str, str]) -> NodeCl
         tags={**tags, contracts.POOL_LABEL_KEY: name},
         fast_image_pull=pool.parallel_image_pull,
         instance_store_raid0=pool.instance_store_raid0,
+        image_snapshot_id=gpu.image_snapshot_id if gpu else None,
+        volume_initialization_rate_mibps=(
+            gpu.volume_initialization_rate_mibps if gpu else MAX_VOLUME_INITIALIZATION_MIBPS
+        ),
     )
 
 
@@ -193,8 +240,24 @@ def nodeadm_user_data() -> str:
     )
 
 
+def bottlerocket_user_data() -> str:
+    """Bottlerocket settings (TOML) Karpenter merges with its own: put kubelet's directory (emptyDirs) and pod logs
+    on the instance-store RAID0, leaving containerd's on the data volume with the snapshot's images. `apiclient
+    ephemeral-storage` and the bootstrap-commands model as recorded in components/upstream/bottlerocket.json."""
+    commands = [
+        ["apiclient", "ephemeral-storage", "init"],
+        ["apiclient", "ephemeral-storage", "bind", "--dirs", *INSTANCE_STORE_DIRS],
+    ]
+    return (
+        f"[settings.bootstrap-commands.{INSTANCE_STORE_COMMAND}]\n"
+        f"commands = {json.dumps(commands)}\n"
+        'mode = "always"\n'
+        "essential = true\n"
+    )
+
+
 def block_device_mappings(spec: NodeClassSpec) -> list[dict[str, Any]]:
-    data_volume = {
+    data_volume: dict[str, Any] = {
         "volumeSize": f"{spec.volume_gib}Gi",
         "volumeType": "gp3",
         "iops": spec.volume_iops,
@@ -202,6 +265,11 @@ def block_device_mappings(spec: NodeClassSpec) -> list[dict[str, Any]]:
         "encrypted": True,
         "deleteOnTermination": True,
     }
+    if spec.image_snapshot_id:
+        data_volume |= {
+            "snapshotID": spec.image_snapshot_id,
+            "volumeInitializationRate": spec.volume_initialization_rate_mibps,
+        }
     if spec.ami_family == "bottlerocket":
         return [BOTTLEROCKET_OS_VOLUME, {"deviceName": "/dev/xvdb", "ebs": data_volume}]
     return [{"deviceName": "/dev/xvda", "rootVolume": True, "ebs": data_volume}]
@@ -230,9 +298,18 @@ def ec2_node_class(
             },
             "blockDeviceMappings": block_device_mappings(spec),
             "tags": spec.tags,
-            **({"userData": nodeadm_user_data()} if spec.fast_image_pull else {}),
-            **({"instanceStorePolicy": "RAID0"} if spec.instance_store_raid0 else {}),
+            **node_class_user_data(spec),
         },
+    }
+
+
+def node_class_user_data(spec: NodeClassSpec) -> dict[str, Any]:
+    """What a node class adds to Karpenter's user data, and whether Karpenter's own RAID0 policy applies."""
+    if spec.binds_instance_store_itself:
+        return {"userData": bottlerocket_user_data()}
+    return {
+        **({"userData": nodeadm_user_data()} if spec.fast_image_pull else {}),
+        **({"instanceStorePolicy": "RAID0"} if spec.instance_store_raid0 else {}),
     }
 
 

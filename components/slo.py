@@ -16,6 +16,7 @@ from pydantic import AfterValidator, Field
 from components import contracts
 from components.alerting import ROLLOUT_ALERT
 from components.config_base import StrictModel
+from components.gpu_metrics import DCGM_NODE_LABEL
 from components.karpenter import KARPENTER_NAMESPACE
 from components.observability import GATEWAY, GPU_NODES, VLLM, Alert, monitoring_object
 
@@ -129,6 +130,10 @@ def burn_rate_alerts(name: str, ratio: str, budget: float, what: str) -> list[Al
     return alerts
 
 
+# dcgm-exporter may run without exporting (on Bottlerocket it skips its start-up check: components/gpu_metrics.py).
+GPU_METRICS_MISSING_ALERT = "LlmGpuMetricsMissing"
+
+
 def platform_alerts(config: SloConfig, gpu_floor: int) -> list[Alert]:
     """Seed 003's alerts plus Spot interruptions and seed 002's cost per million tokens."""
     return [
@@ -152,6 +157,14 @@ def platform_alerts(config: SloConfig, gpu_floor: int) -> list[Alert]:
             f" and on() count({GPU_NODES}) > {gpu_floor}",
             config.gpu_idle_for, "warning",
             f"GPU nodes above the replica floor run with GPUs under {config.gpu_idle_percent:g} % busy",
+        ),
+        Alert(
+            GPU_METRICS_MISSING_ALERT,
+            # dcgm-exporter labels each series with its node (Hostname): a GPU node none of whose series arrive.
+            f"count({GPU_NODES}) > (count(count by ({DCGM_NODE_LABEL}) (DCGM_FI_DEV_GPU_UTIL)) or on() vector(0))",
+            "15m", "warning",
+            "A GPU node exports no dcgm-exporter metrics: GPU dashboards, the idle-GPU alert and the GPU scaling "
+            "trigger are blind to it",
         ),
         Alert(
             "LlmSpotInterruptionsHigh",

@@ -14,6 +14,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from components.versions import SUPPORTED_KUBERNETES_VERSIONS
+
 FACTS_DIR = Path(__file__).resolve().parent / "upstream"
 
 Statement = dict[str, Any]
@@ -145,11 +147,26 @@ def ami_release_tags(data: dict[str, Any] | None = None) -> set[str]:
     return set(data["releaseTags"]) | set(data["pinnedReleases"])
 
 
+def bottlerocket_alias_problems(version: str, data: dict[str, Any] | None = None) -> list[str]:
+    """A Bottlerocket release recorded with the aws-k8s-<version> and -nvidia variants Karpenter resolves, for every
+    Kubernetes version the stack accepts."""
+    data = data if data is not None else facts("bottlerocket")
+    release = data["release"]["recordedReleases"].get(version)
+    if release is None:
+        return [f"bottlerocket@{version}: not a recorded bottlerocket-os/bottlerocket release"]
+    wanted = {f"aws-k8s-{k8s}{kind}" for k8s in SUPPORTED_KUBERNETES_VERSIONS for kind in ("", "-nvidia")}
+    missing = sorted(wanted - set(release["variants"]))
+    return [f"bottlerocket@{version}: no {variant} variant recorded" for variant in missing]
+
+
 def ami_alias_problems(alias: str, allow_latest: bool, data: dict[str, Any] | None = None) -> list[str]:
-    """An alias `family@version`: `latest` where allowed, else a recorded EKS AMI release with AMIs listed."""
-    version = alias.split("@", 1)[-1]
+    """An alias `family@version`: `latest` where allowed, else a recorded EKS AMI (or Bottlerocket) release with
+    AMIs for the pinned Kubernetes version."""
+    family, version = alias.split("@", 1)
     if version == "latest":
         return [] if allow_latest else [f"{alias}: follows the latest release where a pinned release is required"]
+    if family == "bottlerocket":
+        return bottlerocket_alias_problems(version, data)
     data = data if data is not None else facts("eks-ami")
     if version not in ami_release_tags(data):
         return [f"{alias}: {version} is not a recorded awslabs/amazon-eks-ami release"]

@@ -80,11 +80,14 @@ OPENTELEMETRY_COLLECTOR = HelmChart(
 # The contrib distribution: it has the awsxray exporter; the chart requires image.repository to be set.
 OTEL_COLLECTOR_IMAGE_REPOSITORY = "otel/opentelemetry-collector-contrib"
 
-# Karpenter nodes: dev follows the latest AL2023 release; prod pins an awslabs/amazon-eks-ami release (a tag
-# vYYYYMMDD listing AMIs for KUBERNETES_VERSION) so its nodes never change under it.
+# Karpenter nodes: dev follows the latest AL2023 release; prod pins releases so its nodes never change under it:
+# its CPU nodes an awslabs/amazon-eks-ami release (a tag vYYYYMMDD listing AMIs for KUBERNETES_VERSION), its GPU
+# nodes a bottlerocket-os/bottlerocket release with aws-k8s-<KUBERNETES_VERSION>-nvidia variants (Karpenter picks
+# the -nvidia AMI for GPU instance types), whose data volume a snapshot of prefetched images can fill
+# (components/upstream/bottlerocket.json).
 GPU_AMI_ALIAS_DEV = "al2023@latest"
 CPU_AMI_ALIAS_DEV = "al2023@latest"
-GPU_AMI_ALIAS_PROD = "al2023@v20260714"
+GPU_AMI_ALIAS_PROD = "bottlerocket@v1.68.1"
 CPU_AMI_ALIAS_PROD = "al2023@v20260714"
 
 VLLM_VERSION = "0.33.0"

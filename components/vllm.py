@@ -23,12 +23,12 @@ DEFAULT_HF_MODEL = "Qwen/Qwen2.5-7B-Instruct"
 PAUSED_REPLICAS_ANNOTATION = "autoscaling.keda.sh/paused-replicas"
 SHM_PATH = "/dev/shm"
 # vLLM keeps its torch.compile artifacts under VLLM_CACHE_ROOT/torch_compile_cache (vllm 0.33.0 envs.py,
-# compilation/decorators.py; components/upstream/vllm-runtime.json). On the node's disk they outlive the pod, so a
-# repeat start on that node skips most of the compile; the instance-store RAID0 (node_pools.py) is mounted at
-# /mnt/k8s-disks/0 by the AL2023 AMI (templates/al2023/runtime/bin/setup-local-disks at v20260714).
+# compilation/decorators.py; components/upstream/vllm-runtime.json). In a directory of the node (VllmArgs.
+# node_cache_dir) they outlive the pod, so a repeat start on that node skips most of the compile; where the node
+# has no such directory, an emptyDir (the shared cache in the model bucket still fills it).
 COMPILE_CACHE_ENV = "VLLM_CACHE_ROOT"
 COMPILE_CACHE_PATH = "/var/cache/vllm"
-COMPILE_CACHE_HOST_PATH = "/mnt/k8s-disks/0/vllm-cache"
+COMPILE_CACHE_EMPTY_DIR_LIMIT = "20Gi"
 GIB = 2**30
 # The vllm/vllm-openai image runs as root ("designed to be run under the root user", vLLM docs "Using Docker";
 # docker/Dockerfile's `vllm-openai` target sets no USER, the non-root one is a separate opt-in build target), and
@@ -270,6 +270,14 @@ class VllmArgs:
     image: pulumi.Input[str] = VLLM_IMAGE  # or its copy in the stack's ECR pull-through cache
     # The GPU pool's instance families: part of the shared compile cache's key.
     gpu_families: list[str] = field(default_factory=list)
+    # A directory of the GPU node that outlives pods (GpuPoolConfig.node_cache_dir), or None.
+    node_cache_dir: str | None = None
+
+
+def compile_cache_volume(node_cache_dir: str | None) -> dict[str, Any]:
+    if node_cache_dir is None:
+        return {"name": "compile-cache", "emptyDir": {"sizeLimit": COMPILE_CACHE_EMPTY_DIR_LIMIT}}
+    return {"name": "compile-cache", "hostPath": {"path": f"{node_cache_dir}/vllm-cache", "type": "DirectoryOrCreate"}}
 
 
 class VllmServer(pulumi.ComponentResource):
@@ -340,8 +348,7 @@ class VllmServer(pulumi.ComponentResource):
                         "containers": [container],
                         "volumes": [
                             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}},
-                            {"name": "compile-cache",
-                             "hostPath": {"path": COMPILE_CACHE_HOST_PATH, "type": "DirectoryOrCreate"}},
+                            compile_cache_volume(args.node_cache_dir),
                             # The AWS CLI's scratch space (read-only root filesystem).
                             *([{"name": "sync-tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
                               if config.shared_compile_cache else []),

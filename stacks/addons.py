@@ -118,7 +118,14 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             depends_on=[observability.release],
         ),
     )
-    GpuMetrics("gpu-metrics", GpuMetricsArgs(kubernetes_provider=provider, depends_on=[observability.release]))
+    GpuMetrics(
+        "gpu-metrics",
+        GpuMetricsArgs(
+            kubernetes_provider=provider,
+            depends_on=[observability.release],
+            ami_family=config.karpenter.gpu_pool.ami_family,
+        ),
+    )
     Dashboards(
         "dashboards",
         DashboardsArgs(

@@ -136,12 +136,15 @@ class PlatformConfig(StrictModel):
         except ModelSizeUnknown:
             # A published prefix need not name its size (models/<name>/<version>/): the budget still stands.
             size_b, assumed = ASSUMED_SIZE_B, True
+        gpu_pool = self.addons.karpenter.gpu_pool
         inputs = ColdStartInputs(
-            fast_image_pull=self.addons.karpenter.gpu_pool.parallel_image_pull,
+            fast_image_pull=gpu_pool.parallel_image_pull,
             weights_from_s3=vllm.model_source == "s3",
             weights_gb=weights_gb(size_b, vllm.quantization),
             weights_assumed=assumed,
             shared_compile_cache=vllm.shared_compile_cache,
+            prefetched_image=gpu_pool.image_snapshot_id is not None,
+            volume_initialization_mibps=gpu_pool.volume_initialization_rate_mibps,
         )
         return cold_start_budget(inputs, self.serving.cold_start)
 

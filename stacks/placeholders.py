@@ -24,6 +24,8 @@ EXAMPLE_DOMAINS = ("example.com", "example.net", "example.org")
 RESERVED_TOP_LEVEL = ("test", "example", "invalid", "localhost")
 # AWS documentation marks example identifiers with EXAMPLE (AKIAIOSFODNN7EXAMPLE, Z3M3LMPEXAMPLE).
 EXAMPLE_MARKER = "EXAMPLE"
+# The EBS snapshot id the EC2 documentation's examples use.
+EXAMPLE_SNAPSHOT_ID = "snap-1234567890abcdef0"
 # Where this project publishes no image: the stack builds its own (components/images.py).
 UNPUBLISHED_IMAGE_PREFIXES = ("ghcr.io/llm-platform/",)
 
@@ -41,6 +43,8 @@ WHAT_BELONGS = {
     "edge.certificateArn": "the ARN of an ISSUED ACM certificate for edge.domain in the stack's region",
     "serving.gateway.image": "an image you pushed to a registry your nodes can pull from, or unset it so the stack "
     "builds serving/Dockerfile",
+    "addons.karpenter.gpuPool.imageSnapshotId": "the snapshot `llm-platform images snapshot --stack <stack>` "
+    "builds (it writes the id here)",
     "serving.apps.image": "your app's image in a registry your nodes can pull from (or use build, or remove the app)",
 }
 DEFAULT_WHAT_BELONGS = "your own value (docs/deploy.md lists what each stack needs)"
@@ -73,6 +77,8 @@ def placeholder_reason(value: str) -> str | None:
         return "a documentation address range, RFC 5737"
     if f":{EXAMPLE_ACCOUNT_ID}:" in value:
         return f"AWS's example account id {EXAMPLE_ACCOUNT_ID}"
+    if value == EXAMPLE_SNAPSHOT_ID:
+        return "the EC2 documentation's example snapshot id"
     if value.startswith(UNPUBLISHED_IMAGE_PREFIXES):
         return "an image this project does not publish"
     if _DOMAIN.match(value) and _example_domain(value):

@@ -69,6 +69,7 @@ def build_serving(core: "PlatformCore", addons: AddonsOutputs) -> dict[str, pulu
             capacity=addons.gpu_capacity,
             image=addons.vllm_image,
             gpu_families=core.config.addons.karpenter.gpu_pool.families,
+            node_cache_dir=core.config.addons.karpenter.gpu_pool.node_cache_dir,
         ),
         on_aws,
     )

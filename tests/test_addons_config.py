@@ -34,7 +34,7 @@ def test_profiles_differ_as_configured() -> None:
 def test_prod_must_pin_the_ami_of_each_pool(pool: str) -> None:
     message = error_for({"karpenter": {pool: {"amiAlias": "al2023@latest"}}}, stack="prod")
     assert f"llm-platform:addons.karpenter.{pool}" in message
-    assert "prod pins its AMIs" in message and "awslabs/amazon-eks-ami release" in message
+    assert "prod pins its AMIs" in message and "(awslabs/amazon-eks-ami) or bottlerocket@v" in message
 
 
 def test_an_al2023_pin_must_name_a_dated_release() -> None:

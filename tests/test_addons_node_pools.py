@@ -3,6 +3,7 @@ workloads land on the pool meant for them."""
 
 import email
 import json
+import tomllib
 
 import pytest
 import yaml
@@ -79,10 +80,10 @@ def test_node_classes_require_imdsv2_and_encrypted_fast_gp3(graph: Graph) -> Non
         for mapping in spec["blockDeviceMappings"]:
             assert mapping["ebs"]["encrypted"] is True and mapping["ebs"]["volumeType"] == "gp3"
     gpu = graph.one(NODE_CLASS, "node-pools-gpu-ec2nodeclass").inputs["spec"]
-    (root,) = gpu["blockDeviceMappings"]
-    assert root["rootVolume"] is True
-    assert root["ebs"]["volumeSize"] == "200Gi"
-    assert root["ebs"]["throughput"] >= 600 and root["ebs"]["iops"] >= 3000
+    # Images go to AL2023's root volume, or to Bottlerocket's data volume (/dev/xvdb, mounted at /local).
+    (images,) = [m for m in gpu["blockDeviceMappings"] if m.get("rootVolume") or m["deviceName"] == "/dev/xvdb"]
+    assert images["ebs"]["volumeSize"] == "200Gi"
+    assert images["ebs"]["throughput"] >= 600 and images["ebs"]["iops"] >= 3000
 
 
 def test_prod_pins_both_pools_amis_dev_follows_latest(dev_graph: Graph, prod_graph: Graph) -> None:
@@ -141,12 +142,12 @@ def _node_config(user_data: str) -> dict:
     return yaml.safe_load(part.get_payload())
 
 
-def test_gpu_nodes_pull_in_parallel_onto_local_nvme(graph: Graph) -> None:
-    """GPU nodes turn on nodeadm's FastImagePull (SOCI parallel pull/unpack) and keep kubelet pulls parallel;
-    containerd and SOCI live on the instance-store RAID0. Names as recorded from amazon-eks-ami at the pinned
-    AMI release (components/upstream/nodeadm.json)."""
+def test_dev_gpu_nodes_pull_in_parallel_onto_local_nvme(dev_graph: Graph) -> None:
+    """Dev's AL2023 GPU nodes turn on nodeadm's FastImagePull (SOCI parallel pull/unpack) and keep kubelet pulls
+    parallel; containerd and SOCI live on the instance-store RAID0. Names as recorded from amazon-eks-ami at the
+    pinned AMI release (components/upstream/nodeadm.json)."""
     facts = upstream.facts("nodeadm")
-    node_class = graph.one(NODE_CLASS, "node-pools-gpu-ec2nodeclass")
+    node_class = dev_graph.one(NODE_CLASS, "node-pools-gpu-ec2nodeclass")
     spec = node_class.inputs["spec"]
     config = _node_config(spec["userData"])
     assert (config["apiVersion"], config["kind"]) == (facts["apiVersion"], facts["kind"]), node_class.urn
@@ -156,6 +157,37 @@ def test_gpu_nodes_pull_in_parallel_onto_local_nvme(graph: Graph) -> None:
     assert config["spec"]["kubelet"] == {"config": {"serializeImagePulls": False}}, node_class.urn
     assert spec["instanceStorePolicy"] == "RAID0", node_class.urn
     assert spec["amiSelectorTerms"][0]["alias"].startswith("al2023@"), node_class.urn
+
+
+def test_prod_gpu_nodes_start_from_the_image_snapshot(prod_graph: Graph) -> None:
+    """Prod's Bottlerocket GPU nodes get their data volume from the configured snapshot, initialized at EBS's
+    highest provisioned rate (a lazily loaded snapshot can take minutes: bottlerocket-images-cache#13). Karpenter's
+    RAID0 policy is off (it would bind containerd's directory, and the snapshot's images, away); the node class's
+    own bootstrap command binds only kubelet and pod logs. Checked against components/upstream/bottlerocket.json."""
+    facts = upstream.facts("bottlerocket")
+    node_class = prod_graph.one(NODE_CLASS, "node-pools-gpu-ec2nodeclass")
+    spec = node_class.inputs["spec"]
+    (data,) = [m["ebs"] for m in spec["blockDeviceMappings"] if m["deviceName"] == "/dev/xvdb"]
+    assert data["snapshotID"] == "snap-1234567890abcdef0", node_class.urn  # Pulumi.prod.yaml's placeholder
+    assert data["volumeInitializationRate"] == facts["ebs"]["volumeInitializationRate"]["maxMiBps"], node_class.urn
+    assert "instanceStorePolicy" not in spec, node_class.urn
+    settings = tomllib.loads(spec["userData"])["settings"]
+    assert set(settings) == {"bootstrap-commands"}, node_class.urn
+    (command,) = settings["bootstrap-commands"].values()
+    assert command["mode"] in facts["bootstrapCommands"]["keys"]["mode"] and command["essential"] is True
+    assert command["commands"][0] == ["apiclient", "ephemeral-storage", "init"], node_class.urn
+    bind = command["commands"][1]
+    assert bind[:4] == ["apiclient", "ephemeral-storage", "bind", "--dirs"], node_class.urn
+    assert set(bind[4:]) == {"/var/lib/kubelet", "/var/log/pods"}, node_class.urn
+    assert set(bind[4:]) <= set(facts["ephemeralStorage"]["allowedExact"]), node_class.urn
+    assert facts["dataVolume"]["containerdRoot"] not in bind, node_class.urn
+
+
+def test_a_snapshot_needs_bottlerocket() -> None:
+    with pytest.raises(ValueError, match="imageSnapshotId snap-0123456789abcdef0 needs amiAlias bottlerocket@"):
+        GpuPoolConfig(amiAlias="al2023@latest", imageSnapshotId="snap-0123456789abcdef0")
+    with pytest.raises(ValueError, match="imageSnapshotId"):
+        GpuPoolConfig(amiAlias="bottlerocket@latest", imageSnapshotId="ami-0123456789abcdef0")
 
 
 def test_cpu_nodes_keep_karpenters_default_user_data(graph: Graph) -> None:

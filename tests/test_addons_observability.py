@@ -7,7 +7,7 @@ from pathlib import Path
 
 from k8s_schemas import validate_manifest
 
-from components import contracts
+from components import contracts, upstream
 from components.observability import PROMETHEUS_URL, ObservabilityConfig, stack_values
 from infra.offline import Graph
 from infra.render import kubernetes_objects
@@ -59,8 +59,8 @@ def test_keda_operator_replicas_per_stack(dev_graph: Graph, prod_graph: Graph) -
     assert prod_graph.one(RELEASE, "keda").inputs["values"]["operator"]["replicaCount"] == 2
 
 
-def test_device_plugin_runs_only_on_the_gpu_pool_and_tolerates_its_taint(graph: Graph) -> None:
-    values = graph.one(RELEASE, "nvidia-device-plugin").inputs["values"]
+def test_device_plugin_runs_only_on_the_gpu_pool_and_tolerates_its_taint(dev_graph: Graph) -> None:
+    values = dev_graph.one(RELEASE, "nvidia-device-plugin").inputs["values"]
     (term,) = values["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"
     ]
@@ -68,6 +68,14 @@ def test_device_plugin_runs_only_on_the_gpu_pool_and_tolerates_its_taint(graph: 
         {"key": contracts.POOL_LABEL_KEY, "operator": "In", "values": [contracts.GPU_POOL]}
     ]
     assert {(t["key"], t["effect"]) for t in values["tolerations"]} == {("nvidia.com/gpu", "NoSchedule")}
+
+
+def test_bottlerocket_gpu_nodes_get_no_second_device_plugin(prod_graph: Graph) -> None:
+    """Bottlerocket's NVIDIA variant runs its own device plugin; a second one breaks GPU allocation
+    (bottlerocket-os/bottlerocket#4309, components/upstream/bottlerocket.json nvidia)."""
+    assert upstream.facts("bottlerocket")["nvidia"]["devicePluginBuiltIn"] is True
+    assert prod_graph.config.addons.karpenter.gpu_pool.ami_alias.startswith("bottlerocket@")
+    assert not [r for r in prod_graph.of_type(RELEASE) if r.name == "nvidia-device-plugin"]
 
 
 def test_prometheus_selects_monitors_and_rules_from_all_namespaces(graph: Graph) -> None:
@@ -164,13 +172,12 @@ def test_monitoring_objects_validate(graph: Graph) -> None:
 
 
 def test_controllers_set_requests_and_memory_limits(graph: Graph) -> None:
-    values = {name: graph.one(RELEASE, name).inputs["values"]
-              for name in ("karpenter", "keda", "nvidia-device-plugin", "observability")}
+    values = {r.name: r.inputs["values"] for r in graph.of_type(RELEASE)}
     for resources in (
         values["karpenter"]["controller"]["resources"],
         values["keda"]["resources"]["operator"],
         values["keda"]["resources"]["metricServer"],
-        values["nvidia-device-plugin"]["resources"],
+        *([values["nvidia-device-plugin"]["resources"]] if "nvidia-device-plugin" in values else []),
         values["observability"]["prometheus"]["prometheusSpec"]["resources"],
     ):
         assert resources["requests"]["cpu"] and resources["requests"]["memory"]

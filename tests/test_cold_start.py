@@ -2,8 +2,10 @@
 outlast a cold start derived from it. Expected figures are worked by hand from seed 004's measurements
 (g5.2xlarge Spot: node Ready 47 s, 8 GB image with SOCI parallel pull 44 s, 3.9 GiB from S3 in 2.4 s (taken as
 1.5 GiB/s), load 22.8 s, torch.compile 7.8 s with a shared cache and 60 s without) and the 5 s startup probe.
-Prod has the shared compile cache: 0.5 GiB (coldStart.compileCacheGib's default) synced at 1.5 GiB/s, and a
-0.15 GB sync image."""
+Prod has the shared compile cache: 0.5 GiB (coldStart.compileCacheGib's default) synced at 1.5 GiB/s, and its GPU
+nodes' data volume comes from a snapshot with the images on it: nothing is pulled, and the 6.3 GiB a vLLM start may
+read (measured upper bound, docs/cold-start.md) arrive at EBS's highest volume initialization rate, 300 MiB/s.
+Without the snapshot (on AL2023) the image is pulled: 8 GB plus a 0.15 GB sync image with SOCI parallel pull."""
 
 import math
 from pathlib import Path
@@ -33,7 +35,8 @@ GIB = 2**30
 PROD_WEIGHTS_S = 14e9 / GIB / 1.5
 PROD_CONTAINER_S = PROD_WEIGHTS_S + 22.8 + 7.8 + 5
 PROD_WARM_S = 0.5 / 1.5 + PROD_CONTAINER_S
-PROD_IMAGE_S = (8 + 0.15) * 44 / 8
+PROD_IMAGE_S = 6.3 * 1024 / 300
+PULLED_IMAGE_S = (8 + 0.15) * 44 / 8
 PROD_COLD_S = 47 + PROD_IMAGE_S + PROD_WARM_S
 # A compile cache miss compiles: the startup probe and the rollout wait allow it.
 PROD_MISS_S = 60 - 7.8
@@ -78,12 +81,22 @@ def test_prod_waits_derive_from_its_budget(prod_graph: Graph) -> None:
     assert _waits(prod_graph) == _expected(PROD_COLD_S, PROD_CONTAINER_S)
 
 
-def test_a_bigger_image_moves_every_wait_that_covers_a_node(prod_graph: Graph) -> None:
-    """A 16 GB image doubles the vLLM pull (88 s): rollout, hold and idle grow; the in-container probe window
-    does not."""
-    graph = _prod_graph({"serving": {"coldStart": {"imageGb": 16}}})
-    assert _waits(graph) == _expected(PROD_COLD_S + 44, PROD_CONTAINER_S)
+def test_reading_more_of_a_prefetched_image_moves_every_wait_that_covers_a_node(prod_graph: Graph) -> None:
+    """Twice the start reads (12.6 GiB) take twice as long to come off the snapshot: rollout, hold and idle grow;
+    the in-container probe window does not."""
+    graph = _prod_graph({"serving": {"coldStart": {"imageStartReadGib": 12.6}}})
+    assert _waits(graph) == _expected(PROD_COLD_S + PROD_IMAGE_S, PROD_CONTAINER_S)
     assert _waits(graph)["probe"] == _waits(prod_graph)["probe"]
+
+
+AL2023_PULL = {"addons": {"karpenter": {"gpuPool": {"amiAlias": "al2023@v20260714", "imageSnapshotId": None}}}}
+
+
+def test_without_a_snapshot_the_image_is_pulled_and_its_size_counts() -> None:
+    """On AL2023 (no data volume to prefill) nodes pull with SOCI: a 16 GB image doubles the pull (88 s)."""
+    pulled_cold_s = PROD_COLD_S - PROD_IMAGE_S + PULLED_IMAGE_S
+    graph = _prod_graph({**AL2023_PULL, "serving": {"coldStart": {"imageGb": 16}}})
+    assert _waits(graph) == _expected(pulled_cold_s + 44, PROD_CONTAINER_S)
 
 
 def test_explicit_gateway_timeouts_win_over_the_budget() -> None:

@@ -51,8 +51,10 @@ def test_prod_warm_start_meets_its_60_s_target() -> None:
     assert budget.warm_s <= 60
     stages = {stage.name: stage.seconds for stage in budget.stages()}
     assert stages["compile"] == 7.8 and stages["cache"] == pytest.approx(0.5 / 1.5)
-    # No GPU node: Karpenter's 47 s and the pulls (8 GB vLLM + 0.15 GB sync image at 44 s per 8 GB) come first.
-    assert budget.cold_s == pytest.approx(47 + 8.15 * 44 / 8 + PROD_WARM_S)
+    # No GPU node: Karpenter's 47 s and the image's first reads off the data-volume snapshot (6.3 GiB at 300 MiB/s)
+    # come first.
+    assert budget.cold_s == pytest.approx(47 + 6.3 * 1024 / 300 + PROD_WARM_S)
+    assert budget.cold_s <= 120
 
 
 def test_without_the_shared_cache_a_new_node_compiles() -> None:

@@ -23,6 +23,7 @@ def write_catalog(directory: Path) -> None:
         "kms.key-month": 1.0, "ec2.g6.2xlarge.spot": 0.5, "ec2.g6.2xlarge.on-demand": 1.0,
         "ec2.g6.xlarge.spot": 0.3, "ecr.storage.gb-month": 0.1,
         "ebs.gp3.gb-month": 0.1, "ebs.gp3.iops-month": 0.01, "ebs.gp3.mibps-month": 0.1,
+        "ebs.snapshot.gb-month": 0.05, "ebs.volume-initialization.gb": 0.01,
     }
     document = {"region": "xx-test-1", "prices": {
         key: {"price": value, "unit": "u", "date": "2026-11-30", "source": "test"} for key, value in prices.items()
@@ -120,6 +121,22 @@ def test_gpu_pool_is_priced_from_the_simulated_node_hours(tmp_path: Path) -> Non
     (line,) = lines
     assert "g6.2xlarge spot" in line.item
     assert (round(line.fixed, 2), round(line.usage, 2)) == (0.0, 202.50)
+    assert unpriced == []
+
+
+def test_a_prefetched_image_snapshot_replaces_the_pulls_through_nat(tmp_path: Path) -> None:
+    """GPU nodes whose data volume starts from a snapshot pull nothing: no NAT traffic per launch. The snapshot is
+    stored all month and each launch initializes it at the provisioned rate, per GB."""
+    pool, node_class = gpu_pool()
+    node_class["inputs"]["spec"]["blockDeviceMappings"][0]["ebs"]["snapshotID"] = "snap-0a1b2c3d4e5f60718"
+    resources = [component("Network", "network"), resource("aws:ec2/natGateway:NatGateway", "nat-a", NETWORK, {}),
+                 component("NodePools", "pools"), pool, node_class]
+    lines, unpriced = price_graph(context(tmp_path, resources, usage(gpu_node_launches=10)))
+    by_item = {line.item: (round(line.fixed, 2), round(line.usage, 2)) for line in lines}
+    assert by_item["0 GB processed (nothing per new GPU node)"] == (0.0, 0.0)
+    # The 8 GB image compressed plus unpacked (x 2.5): 28 GB x 0.05 = 1.40 a month; 10 launches x 28 GB x 0.01 = 2.80
+    assert by_item["image snapshot, about 28 GB stored (estimate)"] == (1.40, 0.0)
+    assert by_item["280 GB of it initialized into new GPU nodes' volumes"] == (0.0, 2.80)
     assert unpriced == []
 
 

@@ -22,6 +22,7 @@ SHIPPED = {
         "cluster.adminPrincipalArns[0]": "arn:aws:iam::123456789012:role/platform-admins",
         "edge.domain": "llm.example.com",
         "edge.hostedZoneId": "Z0EXAMPLE00ZONE",
+        "addons.karpenter.gpuPool.imageSnapshotId": "snap-1234567890abcdef0",
     },
 }
 # What a user would put there instead.
@@ -29,6 +30,8 @@ FILLED = {
     "cluster": {"publicAccessCidrs": ["81.2.69.0/24"], "adminPrincipalArns": ["arn:aws:iam::444455556666:role/ops"]},
     "edge": {"domain": "llm.acme-corp.io", "hostedZoneId": "Z05821223M3LMP9Q2ZJ1Y"},
 }
+# Only prod's GPU pool (Bottlerocket) takes an image snapshot.
+FILLED_SNAPSHOT = {"addons": {"karpenter": {"gpuPool": {"imageSnapshotId": "snap-0a1b2c3d4e5f60718"}}}}
 
 
 def test_a_named_image_this_project_does_not_publish_is_one() -> None:
@@ -58,6 +61,7 @@ def test_every_example_value_of_the_shipped_stacks_is_found(stack: str) -> None:
         ("example.com", True), ("api.example.org", True), ("llm.internal.test", True), ("myexample.com", False),
         ("ghcr.io/llm-platform/gateway:0.1.0", True), ("ghcr.io/acme/gateway:0.1.0", False),
         ("Z0EXAMPLE00ZONE", True), ("Qwen/Qwen2.5-7B-Instruct", False),
+        ("snap-1234567890abcdef0", True), ("snap-0a1b2c3d4e5f60718", False),
     ],
 )
 def test_example_values_by_rule(value: str, flagged: bool) -> None:
@@ -87,7 +91,7 @@ def test_a_real_deploy_refuses_each_example_value_saying_what_belongs(stack: str
 
 @pytest.mark.parametrize("stack", SHIPPED)
 def test_filled_in_stacks_have_no_placeholders(stack: str) -> None:
-    values = deep_merge(shipped_values(stack), FILLED)
+    values = deep_merge(shipped_values(stack), deep_merge(FILLED, FILLED_SNAPSHOT) if stack == "prod" else FILLED)
     assert find_placeholders(validate(stack, values, "x")) == []
 
 

@@ -154,6 +154,26 @@ def test_idle_gpu_at_the_replica_floor_does_not_fire(prod_graph: Graph, tmp_path
     run_tests(prod_graph, tmp_path, [one_node, two_nodes])
 
 
+def test_a_gpu_node_without_dcgm_series_fires_after_15_minutes(prod_graph: Graph, tmp_path: Path) -> None:
+    """Two GPU nodes, one exporting: the other is blind (on Bottlerocket a broken exporter stays Ready). When its
+    exporter's series arrive, the alert resolves."""
+    series = [
+        {"series": GPU_NODE, "values": "1x60"},
+        {"series": GPU_NODE.replace("0-1", "0-2"), "values": "1x60"},
+        {"series": 'DCGM_FI_DEV_GPU_UTIL{gpu="0",Hostname="ip-10-0-0-1"}', "values": "50x60"},
+        {"series": 'DCGM_FI_DEV_GPU_UTIL{gpu="0",Hostname="ip-10-0-0-2"}', "values": "_x30 50x30"},
+    ]
+    run_tests(prod_graph, tmp_path, [{
+        "interval": "1m",
+        "input_series": series,
+        "alert_rule_test": [
+            quiet("LlmGpuMetricsMissing", "10m"),  # not yet for 15 m
+            fires(prod_graph, "LlmGpuMetricsMissing", "20m"),
+            quiet("LlmGpuMetricsMissing", "45m"),
+        ],
+    }])
+
+
 def test_spot_interruptions_fire_and_resolve(dev_graph: Graph, tmp_path: Path) -> None:
     series = [{
         "series": 'karpenter_interruption_received_messages_total{message_type="spot_interrupted"}',

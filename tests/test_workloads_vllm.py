@@ -186,15 +186,29 @@ def test_pulumi_waits_out_a_cold_start(graph: Graph) -> None:
         assert waited_s >= model_load_s + 47 + 44, f"{operation} gives up before node, image and model are ready"
 
 
-def test_vllm_keeps_its_compile_cache_on_the_nodes_disk(graph: Graph) -> None:
-    """torch.compile artifacts go to VLLM_CACHE_ROOT (the pinned vLLM's variable), mounted from the node's
-    instance-store RAID0 (/mnt/k8s-disks/0, amazon-eks-ami setup-local-disks), so a repeat start on the node
-    reuses them."""
+def _compile_cache_volume(graph: Graph) -> dict:
     pod = _vllm_pod(graph)
     (container,) = pod["containers"]
     env = {item["name"]: item["value"] for item in container["env"]}
     root = env[upstream.facts("vllm-runtime")["cacheRootEnv"]]
     (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == root]
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    return volume
+
+
+def test_dev_vllm_keeps_its_compile_cache_on_the_nodes_disk(dev_graph: Graph) -> None:
+    """torch.compile artifacts go to VLLM_CACHE_ROOT (the pinned vLLM's variable), mounted from the AL2023 node's
+    instance-store RAID0 (/mnt/k8s-disks/0, amazon-eks-ami setup-local-disks), so a repeat start on the node
+    reuses them."""
+    volume = _compile_cache_volume(dev_graph)
     assert volume["hostPath"]["path"].startswith("/mnt/k8s-disks/0/")
     assert volume["hostPath"]["type"] == "DirectoryOrCreate"
+
+
+def test_prod_vllm_keeps_its_compile_cache_in_the_pod_on_bottlerocket(prod_graph: Graph) -> None:
+    """On Bottlerocket a hostPath one pod wrote the next cannot use (SELinux categories per pod,
+    bottlerocket-os/bottlerocket#2417): the cache is an emptyDir, on the instance store with kubelet's directory,
+    and the shared cache in the model bucket fills it."""
+    assert "#2417" in str(upstream.facts("bottlerocket")["hostPath"]["crossPodSharing"])
+    volume = _compile_cache_volume(prod_graph)
+    assert "hostPath" not in volume and "emptyDir" in volume

@@ -26,6 +26,10 @@ BYTES_PER_TOKEN = 4  # JSON text per token, both directions
 HTTP_OVERHEAD_BYTES = 1500
 # A python:slim-based service image (the gateway, the example app) is a few hundred MB compressed.
 IMAGE_GB = 0.3
+PULL_THROUGH_RULE = "aws:ecr/pullThroughCacheRule:PullThroughCacheRule"
+# A snapshot of a data volume holds the image twice: its compressed layers and their unpacked files. vLLM 0.33.0's
+# wheel unpacks from 336 MB to 877 MB (2.6x); 2.5 is taken for the whole image (an estimate).
+UNPACKED_PER_COMPRESSED_GB = 2.5
 MODEL_VERSIONS_KEPT = 2  # the served version and one noncurrent (lifecycle rule keeps noncurrent a while)
 
 FREE = {
@@ -258,13 +262,42 @@ def _sibling_volume_gib(resource: dict[str, Any], ctx: Context) -> int | None:
 
 def _nat(resource: dict[str, Any], ctx: Context) -> list[tuple[str, float, float, tuple[str, ...]]]:
     gateways = len(ctx.resources(resource["type"]))
-    # New GPU nodes pull the vLLM image from Docker Hub, and with modelSource huggingface the weights, via NAT.
-    per_launch = ctx.image_gb + (ctx.model_gb if ctx.huggingface else 0)
+    # A new GPU node pulls the vLLM image from Docker Hub through NAT, unless its data volume has it (a snapshot)
+    # or the in-region pull-through cache serves it (over the VPC's ECR endpoints); with modelSource huggingface
+    # the weights come through NAT too.
+    image_gb = 0.0 if _gpu_snapshot_id(ctx) or ctx.resources(PULL_THROUGH_RULE) else ctx.image_gb
+    per_launch = image_gb + (ctx.model_gb if ctx.huggingface else 0)
     gb = ctx.usage.gpu_node_launches * per_launch / gateways
+    what = " + ".join(name for name, size in (("image", image_gb), ("weights", per_launch - image_gb)) if size)
     return [
         ("gateway hours", ctx.catalog.rate("natgateway.hour") * HOURS_PER_MONTH, 0.0, ("natgateway.hour",)),
-        (f"{gb:,.0f} GB processed (image{' + weights' if ctx.huggingface else ''} per new GPU node)", 0.0,
+        (f"{gb:,.0f} GB processed ({what or 'nothing'} per new GPU node)", 0.0,
          gb * ctx.catalog.rate("natgateway.gb"), ("natgateway.gb",)),
+    ]
+
+
+def _gpu_snapshot_id(ctx: Context) -> str | None:
+    """The snapshot the GPU node class's data volume starts from (prefetched images), if any."""
+    for node_class in ctx.resources("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"):
+        if "gpu" in node_class["name"]:
+            for mapping in node_class["inputs"]["spec"].get("blockDeviceMappings") or []:
+                if mapping["ebs"].get("snapshotID"):
+                    return str(mapping["ebs"]["snapshotID"])
+    return None
+
+
+def _image_snapshot(ctx: Context) -> list[tuple[str, float, float, tuple[str, ...]]]:
+    """The prefetched-image snapshot: stored all month, and read into each new GPU node's volume at the
+    provisioned initialization rate (charged per GB)."""
+    if not _gpu_snapshot_id(ctx):
+        return []
+    snapshot_gb = ctx.image_gb * (1 + UNPACKED_PER_COMPRESSED_GB)
+    initialized_gb = ctx.usage.gpu_node_launches * snapshot_gb
+    return [
+        (f"image snapshot, about {snapshot_gb:,.0f} GB stored (estimate)",
+         snapshot_gb * ctx.catalog.rate("ebs.snapshot.gb-month"), 0.0, ("ebs.snapshot.gb-month",)),
+        (f"{initialized_gb:,.0f} GB of it initialized into new GPU nodes' volumes", 0.0,
+         initialized_gb * ctx.catalog.rate("ebs.volume-initialization.gb"), ("ebs.volume-initialization.gb",)),
     ]
 
 
@@ -355,7 +388,7 @@ def _node_pool(resource: dict[str, Any], ctx: Context) -> list[tuple[str, float,
         hours = ctx.usage.gpu_node_hours
         node_month = ctx.catalog.rate(key) * HOURS_PER_MONTH + volume_month
         return [(f"GPU nodes: {hours:,.0f} h of {spec.name} {capacity}", 0.0, hours / HOURS_PER_MONTH * node_month,
-                 (key, "ebs.gp3.gb-month"))]
+                 (key, "ebs.gp3.gb-month")), *_image_snapshot(ctx)]
     nodes = _cpu_nodes(pool, spec, ctx)
     return [(f"{nodes} x {spec.name} {capacity} (minimum replicas)", nodes * (
         ctx.catalog.rate(key) * HOURS_PER_MONTH + volume_month), 0.0, (key, "ebs.gp3.gb-month"))]

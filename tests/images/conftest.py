@@ -2,10 +2,9 @@
 AMI parameter), a fake of the builder's SSM shell, no real waiting, and a copy of the stack files whose prod GPU
 pool runs Bottlerocket."""
 
-import copy
 import re
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,11 @@ from graph_helpers import copy_stack_files
 from moto import mock_aws
 from moto.ssm.models import Parameter, ssm_backends
 
-from components.node_pools import GpuPoolConfig
 from infra import stackfile
 from infra.images import cli
 from infra.images.remote import Poller
 from infra.mocks import ACCOUNT_ID
 from infra.models.errors import Failed
-from stacks.config import PlatformConfig
 
 REGION = "us-west-2"  # the prod stack's
 BOTTLEROCKET_ALIAS = "bottlerocket@v1.69.0"
@@ -125,21 +122,3 @@ def project(tmp_path: Path) -> Path:
     directory = copy_stack_files(tmp_path / "project")
     stackfile.prepare(directory, "prod", {("addons", "karpenter", "gpuPool", "amiAlias"): BOTTLEROCKET_ALIAS}).commit()
     return directory
-
-
-@pytest.fixture(autouse=True)
-def snapshot_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Until GpuPoolConfig has imageSnapshotId (the lead's change on main), validate stack files as if it had:
-    the id's format checked here, the rest by the project's loader. With the key in the schema this does nothing."""
-    if "image_snapshot_id" in GpuPoolConfig.model_fields:
-        return
-    validate = stackfile.validate
-
-    def with_snapshot_key(stack: str, values: Mapping[str, Any], source: str) -> PlatformConfig:
-        values = copy.deepcopy(dict(values))
-        pool = values.get("addons", {}).get("karpenter", {}).get("gpuPool", {})
-        snapshot_id = pool.pop("imageSnapshotId", None)
-        assert snapshot_id is None or SNAPSHOT_ID.match(snapshot_id), snapshot_id
-        return validate(stack, values, source)
-
-    monkeypatch.setattr(stackfile, "validate", with_snapshot_key)
