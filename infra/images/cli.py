@@ -16,7 +16,15 @@ from rich.console import Console
 
 from infra import stackfile
 from infra.images.build import Clients, Steps, build_snapshot
-from infra.images.plan import DEFAULT_INSTANCE_TYPE, SNAPSHOT_KEY, SnapshotPlan, bottlerocket_version, make_plan
+from infra.images.plan import (
+    SNAPSHOT_KEY,
+    SnapshotPlan,
+    bottlerocket_version,
+    builder_variant,
+    default_builder_type,
+    is_nvidia,
+    make_plan,
+)
 from infra.images.remote import Poller, Remote, SsmRemote
 from infra.models.cli import handled
 from infra.models.errors import Refused
@@ -55,8 +63,8 @@ def check_writable(project_dir: Path, stack: str) -> None:
         raise Refused(f"{SNAPSHOT_KEY_NAME} cannot be set in this stack: {error} (--no-write builds anyway)") from None
 
 
-def check_instance_type(ec2: Any, instance_type: str) -> None:
-    """The builder runs the x86_64 AMI, like the GPU nodes."""
+def check_instance_type(ec2: Any, instance_type: str, variant: str) -> None:
+    """The builder boots an x86_64 AMI; the -nvidia variant only on an NVIDIA GPU type."""
     try:
         (found,) = ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
     except ClientError as error:
@@ -66,7 +74,11 @@ def check_instance_type(ec2: Any, instance_type: str) -> None:
     architectures = found["ProcessorInfo"]["SupportedArchitectures"]
     if "x86_64" not in architectures:
         raise Refused(f"--instance-type {instance_type} is {', '.join(architectures)}; the GPU nodes' AMI is x86_64: "
-                      f"pick an x86_64 type such as {DEFAULT_INSTANCE_TYPE}")
+                      f"pick an x86_64 type such as {default_builder_type(variant)}")
+    gpus = {gpu.get("Manufacturer") for gpu in found.get("GpuInfo", {}).get("Gpus", [])}
+    if is_nvidia(variant) and "NVIDIA" not in gpus:
+        raise Refused(f"--instance-type {instance_type} has no NVIDIA GPU, which {variant} needs to boot: pick one "
+                      f"such as {default_builder_type(variant)}")
 
 
 def default_subnet(ec2: Any, instance_type: str, region: str) -> str:
@@ -90,8 +102,8 @@ def default_subnet(ec2: Any, instance_type: str, region: str) -> str:
 
 
 def plan_snapshot(
-    config: PlatformConfig, stack: str, session: boto3.session.Session, instance_type: str, subnet_id: str | None,
-    instance_profile: str | None,
+    config: PlatformConfig, stack: str, session: boto3.session.Session, instance_type: str | None,
+    subnet_id: str | None, instance_profile: str | None,
 ) -> tuple[Clients, SnapshotPlan]:
     """Clients in the stack's region (the snapshot must be where its nodes are) and the plan; creates nothing."""
     arn = str(session.client("sts", region_name=config.region).get_caller_identity()["Arn"])
@@ -100,9 +112,11 @@ def plan_snapshot(
         ec2=ec2, iam=session.client("iam", region_name=config.region),
         ssm=session.client("ssm", region_name=config.region), partition=arn.split(":")[1],
     )
-    check_instance_type(ec2, instance_type)
-    subnet = subnet_id or default_subnet(ec2, instance_type, config.region)
-    return clients, make_plan(config, stack, arn.split(":")[4], instance_type, subnet, instance_profile)
+    variant = builder_variant(config.cluster.version, bottlerocket_version(config))
+    chosen = instance_type or default_builder_type(variant)
+    check_instance_type(ec2, chosen, variant)
+    subnet = subnet_id or default_subnet(ec2, chosen, config.region)
+    return clients, make_plan(config, stack, arn.split(":")[4], chosen, subnet, instance_profile)
 
 
 def _write(project_dir: Path, stack: str, snapshot_id: str) -> None:
@@ -118,7 +132,10 @@ def _write(project_dir: Path, stack: str, snapshot_id: str) -> None:
 def snapshot(
     stack: Annotated[str, typer.Option("--stack", "-s", help="Stack whose GPU pool to build for.")],
     project_dir: Annotated[Path, typer.Option("--project-dir", help="Folder holding the stack files.")] = Path("."),
-    instance_type: Annotated[str, typer.Option(help="x86_64 type of the builder instance.")] = DEFAULT_INSTANCE_TYPE,
+    instance_type: Annotated[
+        str | None, typer.Option(help="x86_64 type of the builder. Default: m7i.large, or g4dn.xlarge where it must "
+                                      "boot the -nvidia variant (Bottlerocket before 1.69.0).")
+    ] = None,
     subnet_id: Annotated[
         str | None, typer.Option(help="Subnet with internet access. Default: the default VPC's, in the region.")
     ] = None,

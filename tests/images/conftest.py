@@ -23,8 +23,10 @@ from infra.models.errors import Failed
 
 REGION = "us-west-2"  # the prod stack's
 BOTTLEROCKET_ALIAS = "bottlerocket@v1.69.0"
-# Karpenter v1.14.1 pkg/providers/amifamily/bottlerocket.go: the plain x86_64 variant, version without its "v".
+# Karpenter v1.14.1 pkg/providers/amifamily/bottlerocket.go: /aws/service/bottlerocket/<variant>/x86_64/<version
+# without its "v">/image_id. From 1.69.0 the builder boots the plain variant; before, the nodes' -nvidia one.
 AMI_PARAMETER = "/aws/service/bottlerocket/aws-k8s-1.35/x86_64/1.69.0/image_id"
+NVIDIA_AMI_PARAMETER = "/aws/service/bottlerocket/aws-k8s-1.35-nvidia/x86_64/1.68.1/image_id"
 # The format AWS gives snapshot ids (EC2 API reference, Snapshot.SnapshotId): 8 or 17 hex digits.
 SNAPSHOT_ID = re.compile(r"^snap-([0-9a-f]{8}|[0-9a-f]{17})$")
 
@@ -76,7 +78,8 @@ def aws() -> Iterator[Aws]:
         ec2 = boto3.client("ec2", region_name=REGION)
         ami = next(image["ImageId"] for image in ec2.describe_images(Owners=["amazon"])["Images"]
                    if image.get("Architecture") == "x86_64")
-        publish_public_parameter(AMI_PARAMETER, ami)
+        for parameter in (AMI_PARAMETER, NVIDIA_AMI_PARAMETER):
+            publish_public_parameter(parameter, ami)
         existing = {snapshot["SnapshotId"] for snapshot in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
         yield Aws(ec2, boto3.client("iam", region_name=REGION), ami, existing)
 

@@ -10,12 +10,13 @@ from typer.testing import CliRunner
 
 from infra import stackfile
 from infra.images.cli import app
+from infra.images.plan import builder_variant
 from infra.images.remote import Poller
 from infra.models.errors import Failed
 from infra.offline import preview_stack
 from stacks.loader import ConfigError
 
-from .conftest import AMI_PARAMETER, SNAPSHOT_ID, Aws, FakeRemote
+from .conftest import AMI_PARAMETER, NVIDIA_AMI_PARAMETER, SNAPSHOT_ID, Aws, FakeRemote
 from .test_gpu_images import rendered_gpu_images
 
 runner = CliRunner()
@@ -179,3 +180,32 @@ def test_a_builder_type_that_cannot_run_the_ami_is_refused(
     line = refusal(snapshot(project, "--instance-type", instance_type))
     assert f"--instance-type {instance_type}" in line and says in line, line
     assert (aws.instance_states(), aws.roles()) == ([], [])
+
+
+def pin(project: Path, alias: str) -> None:
+    stackfile.prepare(project, "prod", {("addons", "karpenter", "gpuPool", "amiAlias"): alias}).commit()
+
+
+def test_before_1_69_the_builder_boots_the_nodes_nvidia_ami_on_a_gpu_type(
+    aws: Aws, project: Path, remote: FakeRemote
+) -> None:
+    pin(project, "bottlerocket@v1.68.1")
+    plan = snapshot(project, "--dry-run")
+    assert plan.exit_code == 0, plan.output
+    assert NVIDIA_AMI_PARAMETER in plan.stdout and "g4dn.xlarge" in plan.stdout, plan.stdout
+    result = snapshot(project, "--no-write")
+    assert result.exit_code == 0, result.output
+    (made,) = aws.snapshots()
+    assert {tag["Key"]: tag["Value"] for tag in made["Tags"]}["llm-platform:bottlerocket"] == "1.68.1"
+    line = refusal(snapshot(project, "--instance-type", "m7i.large"))
+    assert "no NVIDIA GPU" in line and "aws-k8s-1.35-nvidia" in line, line
+
+
+@pytest.mark.parametrize(
+    ("version", "variant"),
+    # v1.69.0 release notes: "Use containerd 2.3 in all variants"; `latest` cannot be compared, so the nodes' own.
+    [("1.69.0", "aws-k8s-1.35"), ("1.70.2", "aws-k8s-1.35"), ("1.100.0", "aws-k8s-1.35"),
+     ("1.68.1", "aws-k8s-1.35-nvidia"), ("latest", "aws-k8s-1.35-nvidia")],
+)
+def test_builder_variant(version: str, variant: str) -> None:
+    assert builder_variant("1.35", version) == variant
