@@ -12,7 +12,7 @@ from pydantic import BeforeValidator, Field, model_validator
 
 from components import iam
 from components.config_base import Cidr, InstanceType, StrictModel
-from components.versions import SUPPORTED_KUBERNETES_VERSIONS
+from components.versions import KUBERNETES_VERSION, SUPPORTED_KUBERNETES_VERSIONS
 
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 SYSTEM_NODE_LABEL = {"llm-platform/node-role": "system"}
@@ -60,6 +60,11 @@ class ClusterConfig(StrictModel):
     log_types: list[ClusterLogType] = Field(default_factory=lambda: list(get_args(ClusterLogType)))
     admin_principal_arns: list[Annotated[str, Field(pattern=IAM_PRINCIPAL_PATTERN)]] = Field(default_factory=list)
     system_nodes: NodeGroupConfig = Field(default_factory=NodeGroupConfig)
+
+    @property
+    def version(self) -> str:
+        """The Kubernetes version the cluster and its nodes run."""
+        return self.kubernetes_version or KUBERNETES_VERSION
 
     @model_validator(mode="after")
     def api_server_reachable_and_restricted(self) -> Self:

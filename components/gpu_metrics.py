@@ -19,11 +19,16 @@ from components import contracts
 from components.helm import pinned_release
 from components.nvidia import gpu_pool_placement
 from components.observability import monitoring_object
-from components.versions import DCGM_EXPORTER
+from components.versions import DCGM_EXPORTER, DCGM_EXPORTER_IMAGE_REPOSITORY, DCGM_EXPORTER_IMAGE_TAG
 
 DCGM_NAME = DCGM_EXPORTER.name
 DCGM_NODE_LABEL = "Hostname"
 DCGM_PORT_NAME = "metrics"
+
+
+def dcgm_image() -> str:
+    """The image the chart's DaemonSet runs with the values below (templates/daemonset.yaml: repository:tag)."""
+    return f"{DCGM_EXPORTER_IMAGE_REPOSITORY}:{DCGM_EXPORTER_IMAGE_TAG}"
 
 
 def bottlerocket_values() -> dict[str, Any]:
@@ -58,6 +63,7 @@ def dcgm_values(ami_family: str) -> dict[str, Any]:
     """The release's values for GPU nodes of `ami_family` (Karpenter's alias family: al2023 or bottlerocket)."""
     return {
         **gpu_pool_placement(),
+        "image": {"repository": DCGM_EXPORTER_IMAGE_REPOSITORY, "tag": DCGM_EXPORTER_IMAGE_TAG},
         # Our own ServiceMonitor below: the chart's would be applied before prometheus-operator's CRDs exist.
         "serviceMonitor": {"enabled": False},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},

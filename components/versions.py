@@ -59,6 +59,10 @@ DCGM_EXPORTER = HelmChart(
     version="4.8.2",
     repository="https://nvidia.github.io/dcgm-exporter/helm-charts",
 )
+# The chart's own default image at that tag (deployment/values.yaml image.repository and image.tag; the DaemonSet
+# template runs "<repository>:<tag>"), set explicitly so the prefetched-image list (stacks/gpu_images.py) names it.
+DCGM_EXPORTER_IMAGE_REPOSITORY = "nvcr.io/nvidia/k8s/dcgm-exporter"
+DCGM_EXPORTER_IMAGE_TAG = "4.5.3-4.8.2-distroless"
 
 # aws/eks-charts stable/aws-for-fluent-bit at commit 2942cdc (chart 0.2.0, AWS for Fluent Bit 3.2.1).
 AWS_FOR_FLUENT_BIT = HelmChart(

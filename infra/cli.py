@@ -15,6 +15,7 @@ from rich.tree import Tree
 from components.cold_start import describe
 from infra.cost.cli import register as register_cost_commands
 from infra.cost.estimate import preview_total
+from infra.images.cli import app as images_app
 from infra.loadtest.command import loadtest
 from infra.models.cli import app as models_app
 from infra.offline import SECRET_MASK, Graph, GraphResource, preview_stack
@@ -29,6 +30,7 @@ app.command()(loadtest)
 console = Console(emoji=False, highlight=False)
 errors = Console(stderr=True, emoji=False, highlight=False)
 app.add_typer(models_app, name="models", help="Publish model versions to the model bucket; promote and roll back.")
+app.add_typer(images_app, name="images", help="Prefetch GPU-node images onto a Bottlerocket data-volume snapshot.")
 
 
 @app.callback()

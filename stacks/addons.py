@@ -10,7 +10,7 @@ from components import contracts
 from components.cold_start_monitoring import ColdStartMonitoring, ColdStartMonitoringArgs
 from components.dashboards import Dashboards, DashboardsArgs
 from components.gpu_metrics import GpuMetrics, GpuMetricsArgs
-from components.image_cache import ImageCache, ImageCacheArgs, cached_image
+from components.image_cache import ImageCache, ImageCacheArgs
 from components.karpenter import Karpenter, KarpenterArgs
 from components.keda import Keda, KedaArgs
 from components.log_shipping import LogShipping, LogShippingArgs
@@ -22,6 +22,7 @@ from components.storage import BlockStorage, BlockStorageArgs
 from components.tracing import Tracing, TracingArgs
 from components.versions import VLLM_IMAGE
 from infra.cost.estimate import gpu_node_hourly_usd
+from stacks.gpu_images import vllm_pod_image
 
 if TYPE_CHECKING:
     from stacks.platform import PlatformCore
@@ -160,7 +161,6 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
         if config.logs.enabled
         else None
     )
-    vllm_image: pulumi.Input[str] = VLLM_IMAGE
     if config.image_cache.docker_hub_credential_arn:
         ImageCache(
             "image-cache",
@@ -172,7 +172,6 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
             ),
             pulumi.ResourceOptions(providers=[core.aws_provider]),
         )
-        vllm_image = cached_image(VLLM_IMAGE, account_id, core.config.region)
     ColdStartMonitoring(
         "cold-start-monitoring",
         ColdStartMonitoringArgs(
@@ -187,7 +186,7 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
         crd_providers=[karpenter.crds, keda.release, observability.release],
         gpu_capacity=gpu_capacity,
         cpu_capacity=[pools.cpu_pool],
-        vllm_image=vllm_image,
+        vllm_image=vllm_pod_image(core.config, account_id),
         outputs={
             "karpenterInterruptionQueue": karpenter.queue_name,
             "karpenterControllerRoleArn": karpenter.controller_role_arn,

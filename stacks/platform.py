@@ -10,7 +10,6 @@ from components.cluster import Cluster, ClusterArgs
 from components.edge import Edge, EdgeArgs
 from components.model_store import ModelStore, ModelStoreArgs
 from components.network import Network, NetworkArgs
-from components.versions import KUBERNETES_VERSION
 from stacks.addons import build_addons
 from stacks.config import PlatformConfig
 from stacks.serving import build_serving
@@ -63,7 +62,7 @@ def build_platform(config: PlatformConfig, project: str, stack: str) -> dict[str
         ClusterArgs(
             config=config.cluster,
             cluster_name=cluster_name,
-            kubernetes_version=config.cluster.kubernetes_version or KUBERNETES_VERSION,
+            kubernetes_version=config.cluster.version,
             deployer_arn=caller.arn,
             vpc_id=network.vpc_id,
             public_subnet_ids=network.public_subnet_ids,

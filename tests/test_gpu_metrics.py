@@ -118,7 +118,10 @@ def test_dev_dcgm_exporter_keeps_the_chart_defaults_on_al2023(dev_graph: Graph) 
     release = dev_graph.one(RELEASE, "gpu-metrics")
     assert _gpu_ami_family(dev_graph) == "al2023", "premise: dev's GPU pool runs AL2023"
     values = release.inputs["values"]
-    assert not {"extraEnv", "securityContext", "image", "arguments", "runtimeClassName"} & set(values), release.urn
+    assert not {"extraEnv", "securityContext", "arguments", "runtimeClassName"} & set(values), release.urn
+    # The image is stated (one home for the prefetched-image list) but is the chart's own default: deployment/
+    # values.yaml at tag 4.5.3-4.8.2.
+    assert values["image"] == {"repository": "nvcr.io/nvidia/k8s/dcgm-exporter", "tag": "4.5.3-4.8.2-distroless"}
 
 
 def test_exporter_container_validates_as_a_pod(graph: Graph) -> None:

@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from infra.models import release, stackfile, targets
+from infra import stackfile
+from infra.models import release, targets
 from infra.models.errors import Failed, Refused
 from infra.models.manifest import MANIFEST_NAME, check_name, check_version, scan_model_dir, version_prefix
 from infra.models.registry import ACTIVE, Registry

@@ -8,7 +8,8 @@ from typing import Any
 
 from boto3.s3.transfer import TransferConfig
 
-from infra.models import stackfile, store
+from infra import stackfile
+from infra.models import store
 from infra.models.errors import Refused
 from infra.models.manifest import LocalFile, Manifest, ManifestFile, sha256_bytes, sha256_file, version_prefix
 from infra.models.registry import RETIRED, Ref, Registry
@@ -108,11 +109,16 @@ def _servable(backend: Backend, ref: Ref, stack: str) -> None:
         raise Refused(f"{ref}: no {store.MANIFEST_NAME} under s3://{backend.bucket}/{prefix}; run `models verify`")
 
 
+def model_settings(name: str, version: str) -> stackfile.Settings:
+    """What a promote writes to the stack file: stream this version from the model bucket."""
+    return {("serving", "vllm", "modelSource"): "s3", ("serving", "vllm", "model"): version_prefix(name, version)}
+
+
 def promote(backend: Backend, project_dir: Path, stack: str, name: str, version: str) -> Switched:
     """Registry first (the conditional write decides a race), then the stack file, already validated."""
     target = Ref(name, version)
     _servable(backend, target, stack)
-    edit = stackfile.prepare(project_dir, stack, name, version)
+    edit = stackfile.prepare(project_dir, stack, model_settings(name, version))
     try:
         state = backend.registry.stack_state(stack)
         if state.active != target:
@@ -131,7 +137,7 @@ def rollback(backend: Backend, project_dir: Path, stack: str) -> Switched:
         raise Refused(f"stack {stack} has no earlier version to roll back to")
     target = state.previous[-1]
     _servable(backend, target, stack)
-    edit = stackfile.prepare(project_dir, stack, target.name, target.version)
+    edit = stackfile.prepare(project_dir, stack, model_settings(target.name, target.version))
     try:
         backend.registry.rollback(state)
     except BaseException:

@@ -3,7 +3,6 @@ stack files to edit."""
 
 import json
 import random
-import shutil
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Any
 
 import boto3
 import pytest
+from graph_helpers import copy_stack_files
 from moto import mock_aws
 
 from components.model_store import REGISTRY_PARTITION_KEY, REGISTRY_SORT_KEY
@@ -19,7 +19,6 @@ from infra.models import release
 from infra.models.manifest import LocalFile, scan_model_dir
 from infra.models.registry import Registry
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 REGION = "us-west-2"
 BUCKET = "llm-platform-dev-models-123456789012"
 TABLE = "model-store-registry-0123456"
@@ -118,11 +117,7 @@ def aws() -> Iterator[Aws]:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of the project's Pulumi.yaml and stack files, for commands that edit them."""
-    directory = tmp_path / "project"
-    directory.mkdir()
-    for path in PROJECT_DIR.glob("Pulumi*.yaml"):
-        shutil.copy(path, directory / path.name)
-    return directory
+    return copy_stack_files(tmp_path / "project")
 
 
 @pytest.fixture

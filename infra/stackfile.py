@@ -1,5 +1,6 @@
-"""Point a stack's vLLM at a published version: exactly `serving.vllm.modelSource: s3` and `serving.vllm.model:
-models/<name>/<version>/` in `Pulumi.<stack>.yaml`, every other byte of the file (comments, order, quoting) kept.
+"""Set keys of a stack's `llm-platform:` configuration in `Pulumi.<stack>.yaml`, every other byte of the file
+(comments, order, quoting) kept: the one writer of the commands that change a stack's configuration (`models
+promote`, `images snapshot`).
 
 The edit is written to a temporary file beside the stack file, validated there by the project's own loader, and
 only then renamed over it (atomic on POSIX), so a bad edit never reaches the stack.
@@ -16,11 +17,12 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from infra.models.errors import Refused
-from infra.models.manifest import version_prefix
 from stacks.config import PlatformConfig
 from stacks.loader import NAMESPACE, ConfigError, read_stack_file, stack_file, validate
 
-SERVING_KEY = f"{NAMESPACE}:serving"
+# A key under the namespace as its path: ("serving", "vllm", "model") is llm-platform:serving / vllm / model.
+KeyPath = tuple[str, ...]
+Settings = dict[KeyPath, Any]
 
 
 def _yaml() -> YAML:
@@ -38,12 +40,16 @@ def _mapping(parent: Any, key: str) -> Any:
     return parent[key]
 
 
-def edited_text(text: str, name: str, version: str) -> str:
+def edited_text(text: str, settings: Settings) -> str:
     yaml = _yaml()
     document = yaml.load(text) or CommentedMap()
-    vllm = _mapping(_mapping(_mapping(document, "config"), SERVING_KEY), "vllm")
-    vllm["modelSource"] = "s3"
-    vllm["model"] = version_prefix(name, version)
+    config = _mapping(document, "config")
+    for path, value in settings.items():
+        first, *middle, last = path
+        parent = _mapping(config, f"{NAMESPACE}:{first}")
+        for key in middle:
+            parent = _mapping(parent, key)
+        parent[last] = value
     out = io.StringIO()
     yaml.dump(document, out)
     return out.getvalue()
@@ -73,11 +79,11 @@ def existing_stack_file(project_dir: Path, stack: str) -> Path:
     return path
 
 
-def prepare(project_dir: Path, stack: str, name: str, version: str) -> StackFileEdit:
+def prepare(project_dir: Path, stack: str, settings: Settings) -> StackFileEdit:
     """Write the edited file beside the stack file and validate it; `commit()` puts it in place."""
     path = existing_stack_file(project_dir, stack)
     original = path.read_text()
-    text = edited_text(original, name, version)
+    text = edited_text(original, settings)
     staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with staged.open("w") as stream:
         stream.write(text)
