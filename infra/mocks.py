@@ -54,9 +54,17 @@ def _uuid(seed: str) -> str:
 class PlatformMocks(pulumi.runtime.Mocks):
     """Answers per type token; anything not listed still gets an id, an ARN and its inputs back."""
 
-    def __init__(self, region: str, caller_arn: str = f"arn:aws:iam::{ACCOUNT_ID}:user/offline-preview") -> None:
+    def __init__(
+        self,
+        region: str,
+        caller_arn: str = f"arn:aws:iam::{ACCOUNT_ID}:user/offline-preview",
+        snapshot: dict[str, Any] | None = None,
+    ) -> None:
         self.region = region
         self.caller_arn = caller_arn
+        # What DescribeSnapshots says of the GPU pool's image snapshot: by default a completed, encrypted one that
+        # `llm-platform images snapshot` tagged (the offline preview passes the tags for the stack's images).
+        self.snapshot = {"state": "completed", "encrypted": True, "volumeSize": 100, "tags": {}, **(snapshot or {})}
         self._outputs: dict[str, Callable[[str, Outputs], Outputs]] = {
             "aws:iam/role:Role": self._iam_role,
             "aws:s3/bucket:Bucket": self._bucket,
@@ -95,6 +103,9 @@ class PlatformMocks(pulumi.runtime.Mocks):
             "aws:lb/getLoadBalancer:getLoadBalancer": self._load_balancer,
             "aws:secretsmanager/getSecretVersion:getSecretVersion": self._secret_version,
             "aws:ecr/getAuthorizationToken:getAuthorizationToken": self._ecr_token,
+            "aws:ebs/getSnapshot:getSnapshot": lambda args: {
+                **self.snapshot, "id": args["snapshotIds"][0], "snapshotId": args["snapshotIds"][0],
+            },
         }
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, Outputs]:

@@ -15,9 +15,10 @@ from pulumi.runtime import rpc
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from infra.mocks import PlatformMocks
+from infra.mocks import ACCOUNT_ID, PlatformMocks
 from infra.program import run
 from stacks.config import PlatformConfig
+from stacks.gpu_images import IMAGES_TAG, gpu_node_images, images_sha256
 from stacks.loader import as_engine_config, load_stack_file, read_stack_file, stack_file
 
 PROJECT = "llm-platform"
@@ -177,6 +178,11 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return response
 
 
+def built_snapshot(config: PlatformConfig) -> dict[str, Any]:
+    """The GPU pool's image snapshot as `llm-platform images snapshot` would have tagged it for this stack."""
+    return {"tags": {IMAGES_TAG: images_sha256(gpu_node_images(config, ACCOUNT_ID))}}
+
+
 def build_graph(
     config: PlatformConfig, stack: str, engine_config: dict[str, str], mocks: PlatformMocks | None = None
 ) -> Graph:
@@ -195,7 +201,7 @@ def build_graph(
 def _build_graph(
     config: PlatformConfig, stack: str, engine_config: dict[str, str], mocks: PlatformMocks | None
 ) -> Graph:
-    monitor = RecordingMonitor(mocks or PlatformMocks(config.region))
+    monitor = RecordingMonitor(mocks or PlatformMocks(config.region, snapshot=built_snapshot(config)))
     pulumi.runtime.set_all_config(engine_config)
     pulumi_mocks.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     _sync_await(run_pulumi_func(lambda: run(PROJECT, stack, offline=True)))

@@ -23,6 +23,7 @@ from components.tracing import Tracing, TracingArgs
 from components.versions import VLLM_IMAGE
 from infra.cost.estimate import gpu_node_hourly_usd
 from stacks.gpu_images import vllm_pod_image
+from stacks.image_snapshot import check_image_snapshot
 
 if TYPE_CHECKING:
     from stacks.platform import PlatformCore
@@ -49,6 +50,7 @@ def build_addons(core: "PlatformCore") -> AddonsOutputs:
     system_ready = core.cluster.system_ready
     on_aws = pulumi.ResourceOptions(providers=[core.aws_provider])
     account_id = aws.get_caller_identity(opts=pulumi.InvokeOptions(provider=core.aws_provider)).account_id
+    check_image_snapshot(core.config, account_id, core.aws_provider)
 
     karpenter = Karpenter(
         "karpenter",

@@ -6,6 +6,8 @@ Not listed: DaemonSets that tolerate every taint (log shipping, node-exporter, t
 pull in parallel while the node starts, and no vLLM pod waits for them.
 """
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from components.gpu_metrics import dcgm_image
@@ -14,6 +16,10 @@ from components.versions import AWS_CLI_IMAGE, PAUSE_IMAGE, VLLM_IMAGE
 from stacks.config import PlatformConfig
 
 DOCKER_HUB = "docker.io"
+# What `llm-platform images snapshot` tags a snapshot with, and what the stack checks before it deploys one.
+STACK_TAG = "llm-platform:stack"
+BOTTLEROCKET_TAG = "llm-platform:bottlerocket"
+IMAGES_TAG = "llm-platform:images-sha256"
 
 
 @dataclass(frozen=True)
@@ -70,3 +76,8 @@ def gpu_node_images(config: PlatformConfig, account_id: str) -> list[ImageRef]:
         images.append(ImageRef(PAUSE_IMAGE, PAUSE_IMAGE, "warm-capacity placeholder"))
     return sorted(images, key=lambda image: image.pod)
 
+
+
+def images_sha256(images: Iterable[ImageRef]) -> str:
+    """Fingerprint of what a snapshot holds: sha256 of the pod references, sorted, one per line."""
+    return hashlib.sha256("\n".join(sorted(image.pod for image in images)).encode()).hexdigest()

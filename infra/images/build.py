@@ -12,9 +12,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from infra.images.plan import DATA_DEVICE, STACK_TAG, SnapshotPlan
+from infra.images.plan import DATA_DEVICE, SnapshotPlan
 from infra.images.remote import ADMIN_CONTAINER_USER_DATA, Poller, Remote, prefetch
 from infra.models.errors import Failed
+from stacks.gpu_images import STACK_TAG
 
 SSM_POLICY = "arn:{partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
 EC2_TRUST = {

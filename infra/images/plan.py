@@ -14,13 +14,12 @@ Upstream facts:
   with `snapshotID` (awslabs/ai-on-eks website/docs/bestpractices/preload-container-images.md).
 """
 
-import hashlib
 from dataclasses import dataclass
 
 from infra.models.errors import Refused
 from infra.stackfile import KeyPath
 from stacks.config import PlatformConfig
-from stacks.gpu_images import ImageRef, gpu_node_images
+from stacks.gpu_images import BOTTLEROCKET_TAG, IMAGES_TAG, STACK_TAG, ImageRef, gpu_node_images, images_sha256
 
 AMI_ALIAS_KEY = "addons.karpenter.gpuPool.amiAlias"
 SNAPSHOT_KEY: KeyPath = ("addons", "karpenter", "gpuPool", "imageSnapshotId")
@@ -32,9 +31,6 @@ SAME_CONTAINERD_SINCE = (1, 69, 0)
 PLAIN_BUILDER_TYPE = "m7i.large"
 # The -nvidia variant's builder: the smallest NVIDIA x86 type (one T4) the variant boots on.
 NVIDIA_BUILDER_TYPE = "g4dn.xlarge"
-STACK_TAG = "llm-platform:stack"
-BOTTLEROCKET_TAG = "llm-platform:bottlerocket"
-IMAGES_TAG = "llm-platform:images-sha256"
 DESCRIPTION_LIMIT = 255  # EC2 CreateSnapshot: Description up to 255 characters
 
 
@@ -65,11 +61,6 @@ def is_nvidia(variant: str) -> bool:
 
 def default_builder_type(variant: str) -> str:
     return NVIDIA_BUILDER_TYPE if is_nvidia(variant) else PLAIN_BUILDER_TYPE
-
-
-def images_sha256(images: tuple[ImageRef, ...]) -> str:
-    """Fingerprint of what the snapshot holds: sha256 of the pod references, sorted, one per line."""
-    return hashlib.sha256("\n".join(sorted(image.pod for image in images)).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
