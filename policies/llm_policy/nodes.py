@@ -128,6 +128,29 @@ def _disruption(props: Mapping[str, Any], settings: Mapping[str, Any], args: Any
         )
 
 
+def _snapshot_images_reachable(props: Mapping[str, Any], settings: Mapping[str, Any], args: Any) -> Iterator[str]:
+    """A data volume from an image snapshot is only worth its cost if containerd sees it, and reads it fast."""
+    spec = get(props, "spec", default={})
+    for mapping in items(get(spec, "blockDeviceMappings")):
+        if get(mapping, "ebs", "snapshotID") is None:
+            continue
+        device = get(mapping, "deviceName")
+        if get(spec, "instanceStorePolicy") == "RAID0":
+            yield (
+                f"{device} starts from an image snapshot, but instanceStorePolicy RAID0 makes Karpenter bind "
+                "/var/lib/containerd to the empty instance store, hiding the snapshot's images"
+            )
+        if get(mapping, "ebs", "volumeInitializationRate") is None:
+            yield (
+                f"{device} starts from an image snapshot with no volumeInitializationRate: its blocks load lazily "
+                "from S3 on first read, and a multi-GB image can take minutes to start "
+                "(aws-samples/bottlerocket-images-cache#13)"
+            )
+        if "snapshotter" in str(get(spec, "userData", default="")):
+            yield f"{device} starts from an image snapshot, but userData changes containerd's snapshotter, which " \
+                "wipes /var/lib/containerd on Bottlerocket (bottlerocket-core-kit #580)"
+
+
 NODE_RULES = [
     resource_rule(
         "karpenter-gpu-taint",
@@ -180,6 +203,16 @@ NODE_RULES = [
         "on-demand GPU pool with a lower weight.",
         check=_on_demand_fallback,
         config={"required": {"type": "boolean", "default": True, "description": "false in dev"}},
+    ),
+    resource_rule(
+        "nodes-snapshot-images-reachable",
+        "A node class whose data volume starts from an image snapshot lets containerd see the images and read them "
+        "at a provisioned rate.",
+        types=(NODE_CLASS,),
+        severity=MEDIUM,
+        remediation="Leave instanceStorePolicy unset (bind only /var/lib/kubelet and /var/log/pods to the instance "
+        "store), set ebs.volumeInitializationRate (100-300 MiB/s), keep containerd's default snapshotter.",
+        check=_snapshot_images_reachable,
     ),
     resource_rule(
         "karpenter-gpu-disruption",

@@ -17,6 +17,13 @@ INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
 NODE_CLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
+# A Bottlerocket data volume from an image snapshot, initialized at a provisioned rate, kubelet bound to NVMe by a
+# bootstrap command rather than Karpenter's RAID0 policy.
+SNAPSHOT_CLASS = {"spec": {
+    "blockDeviceMappings": [{"deviceName": "/dev/xvdb",
+                             "ebs": {"snapshotID": "snap-0a1b2c3d", "volumeInitializationRate": 300}}],
+    "userData": "[settings.bootstrap-commands.010-instance-store-kubelet]\nmode = \"always\"\n",
+}}
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
@@ -140,6 +147,14 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], str, dict[str, Any] 
      "no block device mapping", None),
     ("karpenter-ami-pinned", NODE_CLASS, {"spec": {"amiSelectorTerms": [{"alias": "al2023@v20251117"}]}},
      {"spec": {"amiSelectorTerms": [{"alias": "al2023@latest"}]}}, "al2023@latest follows every new release", None),
+    ("nodes-snapshot-images-reachable", NODE_CLASS, SNAPSHOT_CLASS,
+     {"spec": {**SNAPSHOT_CLASS["spec"], "instanceStorePolicy": "RAID0"}}, "hiding the snapshot's images", None),
+    ("nodes-snapshot-images-reachable", NODE_CLASS, SNAPSHOT_CLASS,
+     {"spec": {"blockDeviceMappings": [{"deviceName": "/dev/xvdb", "ebs": {"snapshotID": "snap-0a1b2c3d"}}]}},
+     "no volumeInitializationRate", None),
+    ("nodes-snapshot-images-reachable", NODE_CLASS, SNAPSHOT_CLASS,
+     {"spec": {**SNAPSHOT_CLASS["spec"], "userData": '[settings.container-runtime]\nsnapshotter = "soci"\n'}},
+     "wipes /var/lib/containerd", None),
     ("karpenter-gpu-disruption", NODE_POOL,
      gpu_pool(disruption={"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "20m"}),
      gpu_pool(disruption={"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "1m"}),
