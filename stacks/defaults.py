@@ -100,7 +100,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
                 "storageGib": 100,
                 "grafanaStorageGib": 10,
                 "prometheusReplicas": 2,
-                "baseMonthlyUsd": 1080,  # `llm-platform cost --stack prod`: modelled non-GPU month
+                "baseMonthlyUsd": 1030,  # `llm-platform cost --stack prod`: modelled non-GPU month
             },
         },
         "serving": {
