@@ -24,7 +24,7 @@ class HelmChart:
         return self.chart.rsplit("/", 1)[-1]
 
 
-# EKS bills a version past its standard support at $0.60 instead of $0.10 per cluster-hour (infra/cost/prices/), so
+# EKS bills a version past its standard support at $0.60 instead of $0.10 per cluster-hour (components/prices/), so
 # config accepts only versions in standard support for at least STANDARD_SUPPORT_HORIZON_DAYS after the facts were
 # checked (components/upstream/aws.json; tests/test_kubernetes_version.py holds it). 1.34 left that set: its standard
 # support ends 2026-12-02, and an existing 1.34 cluster moves to 1.35 in one step.

@@ -21,8 +21,8 @@ from components.slo import ServiceLevels, ServiceLevelsArgs
 from components.storage import BlockStorage, BlockStorageArgs
 from components.tracing import Tracing, TracingArgs
 from components.versions import VLLM_IMAGE
-from infra.cost.estimate import gpu_node_hourly_usd
 from stacks.gpu_images import vllm_pod_image
+from stacks.gpu_node import gpu_node_hourly_usd
 from stacks.image_snapshot import check_image_snapshot
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from infra.cost.catalog import UnpricedError, load_catalog
+from components.pricing import UnpricedError, load_catalog
 from infra.cost.estimate import budget_status
 from infra.cost.model import Context, Usage, price_graph, weekly_hours
 from infra.offline import Graph
@@ -189,7 +189,7 @@ def test_an_unknown_type_is_reported_not_skipped(tmp_path: Path) -> None:
     assert lines == []
     assert unpriced[0] == (
         "aws:elasticache/replicationGroup:ReplicationGroup (no price for 'elasticache.cache.x9.huge' in xx-test-1 "
-        "(infra/cost/prices/xx-test-1.json))"
+        "(components/prices/xx-test-1.json))"
     )
     assert unpriced[1] == "aws:newservice/thing:Thing"
 

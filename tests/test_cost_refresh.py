@@ -8,7 +8,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from infra.cost.catalog import load_catalog
+from components.pricing import load_catalog
 from infra.cost.refresh import build_region
 
 

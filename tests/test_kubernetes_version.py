@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from components import upstream, versions
-from infra.cost.catalog import load_catalog
+from components.pricing import load_catalog
 from infra.cost.model import Context, Usage, price_graph
 from infra.offline import Graph
 from stacks.loader import ConfigError, validate

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from components.cold_start import ModelSizeUnknown
-from infra.cost.catalog import UnpricedError
+from components.pricing import UnpricedError
 from infra.cost.estimate import StackInputs, load_stack, price, run_simulation
 from infra.cost.model import CostReport
 from infra.cost.simulator import HOUR_S, WEEK_S, SimResult, per_level
@@ -135,7 +135,7 @@ def render(reports: list[CostReport], labels: list[str], markdown: bool) -> None
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         typer.echo("\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body]))
         return
-    table = Table(title=f"Monthly cost in {reports[0].region} (730 h; prices: infra/cost/prices/)")
+    table = Table(title=f"Monthly cost in {reports[0].region} (730 h; prices: components/prices/)")
     for column in header:
         table.add_column(column, justify="left" if column == "component" else "right")
     for cells in body:
@@ -209,7 +209,7 @@ def profile_sets(profile: Path | None) -> list[str]:
 def refresh_prices(
     regions: Annotated[list[str] | None, typer.Option("--region", help="Region to rebuild (repeatable).")] = None,
 ) -> None:
-    """Rebuild infra/cost/prices/<region>.json from the AWS Price List API and EC2 Spot price history (needs AWS
+    """Rebuild components/prices/<region>.json from the AWS Price List API and EC2 Spot price history (needs AWS
     credentials with pricing:GetProducts and ec2:DescribeSpotPriceHistory)."""
     from infra.cost.refresh import refresh_files
 

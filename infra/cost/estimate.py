@@ -10,13 +10,13 @@ import numpy as np
 import yaml
 
 from components.cold_start import weights_gb
-from components.kube import quantity_value
-from infra.cost.catalog import Catalog, InstanceSpec, load_catalog
-from infra.cost.model import GIB, Context, CostReport, Usage, price_graph
+from components.pricing import load_catalog
+from infra.cost.model import Context, CostReport, Usage, price_graph
 from infra.cost.simulator import WEEK_S, SimResult, SimSettings, settings_from_config, simulate
 from infra.cost.throughput import model_size_b, throughput
 from stacks.config import PlatformConfig
 from stacks.defaults import deep_merge
+from stacks.gpu_node import gpu_node, gpu_node_hourly_usd
 from stacks.loader import ConfigError, read_stack_file, stack_file, validate
 
 
@@ -47,22 +47,6 @@ def load_stack(project_dir: Path, stack: str, sets: list[str] | None = None, lab
         values = deep_merge(values, parse_set(assignment))
     source = path.name + (f" with {label or '--set'}" if sets else "")
     return StackInputs(stack, validate(stack, values, source), values)
-
-
-def gpu_node(config: PlatformConfig, catalog: Catalog) -> tuple[InstanceSpec, str]:
-    """The GPU type and capacity Karpenter launches for one vLLM pod of this stack."""
-    pool, vllm = config.addons.karpenter.gpu_pool, config.serving.vllm
-    return catalog.cheapest_fit(
-        pool.families, list(pool.capacity_types), quantity_value(vllm.resources.cpu_request),
-        quantity_value(vllm.resources.memory_request) / GIB, vllm.gpus_per_pod,
-    )
-
-
-def gpu_node_hourly_usd(config: PlatformConfig) -> float:
-    """Price of one GPU node-hour for this stack, from the catalog: the cost alert's and the cost model's price."""
-    catalog = load_catalog(config.region)
-    spec, capacity = gpu_node(config, catalog)
-    return catalog.instance_hourly(spec.name, capacity)
 
 
 def sim_settings(config: PlatformConfig) -> SimSettings:

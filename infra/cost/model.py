@@ -14,7 +14,7 @@ from typing import Any
 from components import upstream
 from components.images import KEEP_IMAGES
 from components.kube import quantity_value
-from infra.cost.catalog import HOURS_PER_MONTH, Catalog, InstanceSpec, UnpricedError, ceil_div
+from components.pricing import HOURS_PER_MONTH, Catalog, InstanceSpec, UnpricedError, ceil_div
 from infra.cost.simulator import HOUR_S, SimResult
 
 GIB = 2.0**30

@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from infra.cost.catalog import PRICES_DIR, load_catalog
+from components.pricing import PRICES_DIR, load_catalog
 
 PRICING_REGION = "us-east-1"
 LINUX_SHARED = {"operatingSystem": "Linux", "tenancy": "Shared", "preInstalledSw": "NA", "capacitystatus": "Used"}

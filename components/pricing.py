@@ -62,7 +62,7 @@ class Catalog:
 
     def price(self, key: str) -> Price:
         if key not in self.prices:
-            raise UnpricedError(f"no price for {key!r} in {self.region} (infra/cost/prices/{self.region}.json)")
+            raise UnpricedError(f"no price for {key!r} in {self.region} (components/prices/{self.region}.json)")
         return self.prices[key]
 
     def rate(self, key: str) -> float:
@@ -85,7 +85,7 @@ class Catalog:
         if not candidates:
             raise UnpricedError(
                 f"no catalog instance of families {', '.join(families)} fits {cpu:g} CPU, {memory_gib:g} GiB, "
-                f"{gpus} GPU in {self.region}; add the type to infra/cost/prices/"
+                f"{gpus} GPU in {self.region}; add the type to components/prices/"
             )
         best = min(candidates, key=lambda spec: (self.instance_hourly(spec.name, capacity), spec.name))
         return best, capacity
