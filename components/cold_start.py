@@ -132,6 +132,9 @@ class ColdStartBudget:
     # What a miss of the shared compile cache adds (a new model, settings or GPU type compiles once): the budget
     # counts the hit, the waits that fail a start (startup probe, rollout) also allow the miss.
     miss_s: float = 0.0
+    # A prefetched image is read while the container runs (blocks come off the snapshot as vLLM first reads
+    # them): on a new node the startup probe must wait for that too.
+    image_read_in_container: bool = False
 
     @property
     def container_s(self) -> float:
@@ -158,9 +161,12 @@ class ColdStartBudget:
 
     @property
     def startup_failure_threshold(self) -> int:
-        """Startup probe failures allowed: the in-container stages with a compile cache miss, `probeTolerance` times
-        over."""
-        return math.ceil(self.config.probe_tolerance * (self.container_s + self.miss_s) / STARTUP_PROBE_PERIOD_S)
+        """Startup probe failures allowed: the in-container stages with a compile cache miss (and a prefetched
+        image's first reads), `probeTolerance` times over."""
+        reads_s = self.image.seconds if self.image_read_in_container else 0.0
+        return math.ceil(
+            self.config.probe_tolerance * (reads_s + self.container_s + self.miss_s) / STARTUP_PROBE_PERIOD_S
+        )
 
     @property
     def rollout_timeout_s(self) -> int:
@@ -239,7 +245,7 @@ def cold_start_budget(inputs: ColdStartInputs, config: ColdStartConfig) -> ColdS
     node = Stage("node", NODE_READY_S, f"{SEED_004}: Karpenter launch to node Ready")
     image = image_stage(inputs, config)
     miss_s = COMPILE_COLD_S - COMPILE_CACHED_S if inputs.shared_compile_cache else 0.0
-    return ColdStartBudget(config, node, image, in_container, init, miss_s)
+    return ColdStartBudget(config, node, image, in_container, init, miss_s, inputs.prefetched_image)
 
 
 def describe(budget: ColdStartBudget, hold_timeout_s: int, idle_timeout_s: int) -> list[str]:
