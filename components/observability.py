@@ -60,6 +60,15 @@ class ObservabilityConfig(StrictModel):
         default=None, ge=1, le=1024, description="Grafana volume (users, edits). Unset: dashboards from code only."
     )
     prometheus_replicas: int = Field(default=1, ge=1, le=3)
+    alertmanager_replicas: int = Field(
+        default=1, ge=1, le=5,
+        description="Alertmanager instances; from 2 they gossip, so a node loss neither drops nor repeats a page.",
+    )
+    alertmanager_storage_gib: int | None = Field(
+        default=None, ge=1, le=100,
+        description=f"Alertmanager volume on {STORAGE_CLASS} (silences, notification log). Unset: lost on restart, "
+        "so silences end and sent notifications may be sent again.",
+    )
     alerts: AlertThresholds = Field(default_factory=AlertThresholds)
     base_monthly_usd: float = Field(
         default=300, ge=0, description="Everything but GPU nodes (control plane, system nodes, NAT, cache)."
@@ -229,6 +238,27 @@ def dashboard(
     }
 
 
+def volume_claim(storage_class: str, gib: int) -> dict[str, Any]:
+    """A Prometheus-operator StorageSpec: one ReadWriteOnce volume per instance."""
+    return {"volumeClaimTemplate": {"spec": {
+        "storageClassName": storage_class, "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": f"{gib}Gi"}},
+    }}}
+
+
+def alertmanager_values(config: ObservabilityConfig) -> dict[str, Any]:
+    """kube-prometheus-stack 82.18.0 values.yaml: alertmanager.alertmanagerSpec.replicas and .storage (the
+    Alertmanager CR's), alertmanager.podDisruptionBudget (enabled, minAvailable); podAntiAffinity defaults to soft,
+    which spreads the instances over the system nodes."""
+    spec: dict[str, Any] = {"nodeSelector": SYSTEM_NODE_LABEL, "replicas": config.alertmanager_replicas}
+    if config.alertmanager_storage_gib:
+        spec["storage"] = volume_claim(STORAGE_CLASS, config.alertmanager_storage_gib)
+    values: dict[str, Any] = {"alertmanagerSpec": spec}
+    if config.alertmanager_replicas > 1:
+        values["podDisruptionBudget"] = {"enabled": True, "minAvailable": 1}
+    return values
+
+
 def stack_values(config: ObservabilityConfig) -> dict[str, Any]:
     """kube-prometheus-stack values: pick up monitors and rules from every namespace, not only the release's."""
     prometheus: dict[str, Any] = {
@@ -241,21 +271,13 @@ def stack_values(config: ObservabilityConfig) -> dict[str, Any]:
         "resources": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
     }
     if config.storage_gib:
-        prometheus["storageSpec"] = {
-            "volumeClaimTemplate": {
-                "spec": {
-                    "storageClassName": STORAGE_CLASS,
-                    "accessModes": ["ReadWriteOnce"],
-                    "resources": {"requests": {"storage": f"{config.storage_gib}Gi"}},
-                }
-            }
-        }
+        prometheus["storageSpec"] = volume_claim(STORAGE_CLASS, config.storage_gib)
         # Size-based retention below the volume, so a full disk drops old blocks instead of crashing Prometheus.
         prometheus["retentionSize"] = f"{int(config.storage_gib * RETENTION_SIZE_SHARE)}GiB"
     return {
         "prometheus": {"prometheusSpec": prometheus},
         "prometheusOperator": {"nodeSelector": SYSTEM_NODE_LABEL},
-        "alertmanager": {"alertmanagerSpec": {"nodeSelector": SYSTEM_NODE_LABEL}},
+        "alertmanager": alertmanager_values(config),
         "grafana": {
             **_grafana_persistence(config),
             "nodeSelector": SYSTEM_NODE_LABEL,

@@ -100,7 +100,10 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
                 "storageGib": 100,
                 "grafanaStorageGib": 10,
                 "prometheusReplicas": 2,
-                "baseMonthlyUsd": 1030,  # `llm-platform cost --stack prod`: modelled non-GPU month
+                # Pages survive a node loss (two gossiping instances) and restarts (silences, notification log).
+                "alertmanagerReplicas": 2,
+                "alertmanagerStorageGib": 2,
+                "baseMonthlyUsd": 1050,  # `llm-platform cost --stack prod`: modelled non-GPU month
             },
         },
         "serving": {

@@ -220,7 +220,9 @@ STACK_VALUE_PATHS = {
     "prometheus.prometheusSpec.serviceMonitorSelectorNilUsesHelmValues",
     "prometheus.prometheusSpec.ruleSelectorNilUsesHelmValues",
     "prometheusOperator.nodeSelector", "alertmanager.config", "alertmanager.alertmanagerSpec.nodeSelector",
-    "alertmanager.alertmanagerSpec.secrets", "grafana.nodeSelector", "grafana.admin", "grafana.sidecar",
+    "alertmanager.alertmanagerSpec.secrets", "alertmanager.alertmanagerSpec.replicas",
+    "alertmanager.alertmanagerSpec.storage", "alertmanager.podDisruptionBudget", "grafana.nodeSelector",
+    "grafana.admin", "grafana.sidecar",
     "grafana.persistence", "grafana.deploymentStrategy", "kube-state-metrics.nodeSelector",
     "kube-state-metrics.metricLabelsAllowlist",
 }

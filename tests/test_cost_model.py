@@ -140,6 +140,24 @@ def test_a_prefetched_image_snapshot_replaces_the_pulls_through_nat(tmp_path: Pa
     assert unpriced == []
 
 
+def test_a_metrics_stack_pays_for_the_volumes_its_values_ask_for(tmp_path: Path) -> None:
+    claim = {"volumeClaimTemplate": {"spec": {"resources": {"requests": {"storage": "50Gi"}}}}}
+    small = {"volumeClaimTemplate": {"spec": {"resources": {"requests": {"storage": "2Gi"}}}}}
+    values = {
+        "prometheus": {"prometheusSpec": {"replicas": 2, "storageSpec": claim}},
+        "alertmanager": {"alertmanagerSpec": {"replicas": 2, "storage": small}},
+        "grafana": {"persistence": {"enabled": True, "size": "10Gi"}},
+    }
+    resources = [resource("kubernetes:helm.sh/v3:Release", "observability", STACK, {"values": values}),
+                 resource("kubernetes:helm.sh/v3:Release", "keda", STACK, {"values": {}})]
+    lines, unpriced = price_graph(context(tmp_path, resources, usage()))
+    # (2 x 50 + 2 x 2 + 10) GiB x 0.10 = 11.40 a month; a release without volumes costs nothing of its own
+    (line,) = lines
+    assert (line.resource, line.item, round(line.fixed, 2)) == ("observability", "114 GiB of gp3 persistent volumes",
+                                                                 11.40)
+    assert unpriced == []
+
+
 def test_warm_capacity_is_priced_for_its_scheduled_gpu_node_hours(tmp_path: Path) -> None:
     pool, node_class = gpu_pool()
     on_gpu = {"nodeSelector": {"llm-platform/pool": "gpu"}}

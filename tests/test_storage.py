@@ -66,3 +66,19 @@ def test_metrics_stack_waits_for_its_storage_class_which_waits_for_the_driver(gr
     storage_class = graph.one(STORAGE_CLASS)
     assert waits_for(graph, release, storage_class)
     assert waits_for(graph, storage_class, graph.one("aws:eks/addon:Addon", "block-storage-ebs-csi-driver"))
+
+
+def test_prod_alertmanager_survives_a_node_loss_and_a_restart(prod_graph: Graph, dev_graph: Graph) -> None:
+    """Two gossiping Alertmanagers (kube-prometheus-stack 82.18.0 spreads them with its default soft anti-affinity),
+    a disruption budget keeping one, and silences and the notification log on a volume each."""
+    values = prod_graph.one(RELEASE, "observability").inputs["values"]["alertmanager"]
+    spec = values["alertmanagerSpec"]
+    assert spec["replicas"] == 2
+    claim = spec["storage"]["volumeClaimTemplate"]["spec"]
+    assert claim["storageClassName"] == prod_graph.one(STORAGE_CLASS).inputs["metadata"]["name"]
+    assert claim["accessModes"] == ["ReadWriteOnce"] and claim["resources"]["requests"]["storage"] == "2Gi"
+    assert values["podDisruptionBudget"] == {"enabled": True, "minAvailable": 1}
+    assert spec["secrets"]  # the routing secret is still mounted beside them
+    dev = dev_graph.one(RELEASE, "observability").inputs["values"]["alertmanager"]
+    assert dev["alertmanagerSpec"]["replicas"] == 1 and "storage" not in dev["alertmanagerSpec"]
+    assert "podDisruptionBudget" not in dev

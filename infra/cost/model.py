@@ -497,6 +497,34 @@ def _warm_capacity(resource: dict[str, Any], ctx: Context) -> list[tuple[str, fl
     return lines
 
 
+def _release(resource: dict[str, Any], ctx: Context) -> list[tuple[str, float, float, tuple[str, ...]]]:
+    """A Helm release runs on priced nodes; the persistent volumes its values ask for are priced here (gp3)."""
+    gib = sum(count * size for count, size in release_volumes(resource["inputs"].get("values") or {}))
+    if not gib:
+        return []
+    return [(f"{gib:,.0f} GiB of gp3 persistent volumes", gib * ctx.catalog.rate("ebs.gp3.gb-month"), 0.0,
+             ("ebs.gp3.gb-month",))]
+
+
+def _claim_gib(storage: dict[str, Any]) -> float:
+    request = (((storage.get("volumeClaimTemplate") or {}).get("spec") or {}).get("resources") or {}).get("requests")
+    return quantity_value(str((request or {}).get("storage") or "0")) / GIB
+
+
+def release_volumes(values: dict[str, Any]) -> list[tuple[int, float]]:
+    """(instances, GiB each) of the volumes kube-prometheus-stack's values ask for: Prometheus and Alertmanager
+    (one claim per instance, from their StorageSpec) and Grafana (persistence.size)."""
+    prometheus = (values.get("prometheus") or {}).get("prometheusSpec") or {}
+    alertmanager = (values.get("alertmanager") or {}).get("alertmanagerSpec") or {}
+    grafana = (values.get("grafana") or {}).get("persistence") or {}
+    found = [
+        (int(prometheus.get("replicas") or 1), _claim_gib(prometheus.get("storageSpec") or {})),
+        (int(alertmanager.get("replicas") or 1), _claim_gib(alertmanager.get("storage") or {})),
+        (1, quantity_value(str(grafana.get("size") or "0")) / GIB if grafana.get("enabled") else 0.0),
+    ]
+    return [(count, size) for count, size in found if size]
+
+
 RULES: dict[str, Rule] = {
     "eks:index:Cluster": _eks,
     "aws:eks/nodeGroup:NodeGroup": _node_group,
@@ -511,6 +539,7 @@ RULES: dict[str, Rule] = {
     "aws:ecr/repository:Repository": _repository,
     "aws:wafv2/webAcl:WebAcl": _waf,
     "kubernetes:networking.k8s.io/v1:Ingress": _ingress,
+    "kubernetes:helm.sh/v3:Release": _release,
     "kubernetes:karpenter.sh/v1:NodePool": _node_pool,
     "kubernetes:keda.sh/v1alpha1:ScaledObject": _warm_capacity,
 }
