@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from components.config_base import StrictModel
+from components.node_pools import MAX_VOLUME_INITIALIZATION_MIBPS
 
 GIB = 2**30
 MIB = 2**20
@@ -119,7 +120,7 @@ class ColdStartInputs:
     # The GPU node's data volume comes from a snapshot with the pods' images on it (gpuPool.imageSnapshotId),
     # initialized from S3 at this many MiB/s.
     prefetched_image: bool = False
-    volume_initialization_mibps: int = 300
+    volume_initialization_mibps: int = MAX_VOLUME_INITIALIZATION_MIBPS
 
 
 @dataclass(frozen=True)

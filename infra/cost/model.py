@@ -278,12 +278,7 @@ def _nat(resource: dict[str, Any], ctx: Context) -> list[tuple[str, float, float
 
 def _gpu_snapshot_id(ctx: Context) -> str | None:
     """The snapshot the GPU node class's data volume starts from (prefetched images), if any."""
-    for node_class in ctx.resources("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"):
-        if "gpu" in node_class["name"]:
-            for mapping in node_class["inputs"]["spec"].get("blockDeviceMappings") or []:
-                if mapping["ebs"].get("snapshotID"):
-                    return str(mapping["ebs"]["snapshotID"])
-    return None
+    return next((str(ebs["snapshotID"]) for ebs in _pool_volumes("gpu", ctx) if ebs.get("snapshotID")), None)
 
 
 def _image_snapshot(ctx: Context) -> list[tuple[str, float, float, tuple[str, ...]]]:
@@ -435,20 +430,23 @@ def _cpu_nodes(pool: str, spec: InstanceSpec, ctx: Context) -> int:
     return max(ceil_div(cpu, spec.usable_cpu), ceil_div(memory, spec.usable_memory_gib))
 
 
+def _pool_volumes(pool: str, ctx: Context) -> list[dict[str, Any]]:
+    """The EBS volumes (`ebs` of each block device mapping) of the pool's EC2NodeClass, one node's worth."""
+    for node_class in ctx.resources("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"):
+        if pool in node_class["name"]:
+            return [mapping["ebs"] for mapping in node_class["inputs"]["spec"].get("blockDeviceMappings") or []]
+    return []
+
+
 def _node_volume_monthly(resource: dict[str, Any], ctx: Context) -> float:
     """gp3 root volume(s) of one node for a month, from the pool's EC2NodeClass (size, IOPS and throughput over
     the free 3000 / 125)."""
-    for node_class in ctx.resources("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"):
-        if pool_label(resource) not in node_class["name"]:
-            continue
-        total = 0.0
-        for mapping in node_class["inputs"]["spec"].get("blockDeviceMappings") or []:
-            ebs = mapping["ebs"]
-            total += quantity_value(str(ebs["volumeSize"])) / GIB * ctx.catalog.rate("ebs.gp3.gb-month")
-            total += max(0, int(ebs.get("iops") or 3000) - 3000) * ctx.catalog.rate("ebs.gp3.iops-month")
-            total += max(0, int(ebs.get("throughput") or 125) - 125) * ctx.catalog.rate("ebs.gp3.mibps-month")
-        return total
-    return 0.0
+    total = 0.0
+    for ebs in _pool_volumes(pool_label(resource), ctx):
+        total += quantity_value(str(ebs["volumeSize"])) / GIB * ctx.catalog.rate("ebs.gp3.gb-month")
+        total += max(0, int(ebs.get("iops") or 3000) - 3000) * ctx.catalog.rate("ebs.gp3.iops-month")
+        total += max(0, int(ebs.get("throughput") or 125) - 125) * ctx.catalog.rate("ebs.gp3.mibps-month")
+    return total
 
 
 def _days(field: str) -> set[int]:
